@@ -1,0 +1,607 @@
+/* Circuit breaker.
+ *
+ * The state and its generation share one 64-bit word, so one CAS both moves
+ * the breaker and invalidates every ticket issued before: an outcome from an
+ * earlier generation is stale and changes nothing (PITFALLS #3).  The CAS
+ * winner, and only it, is told of the transition (ticket->from/to).
+ *
+ *   state word:  generation (45 bits) | field (16 bits) | state (3 bits)
+ *   field:       closed: the consecutive-failure streak;
+ *                half-open: trial successes so far
+ *
+ * Half-open trials are K permit slots; a slot holds the generation (low 20
+ * bits) it was claimed in and its expiry in whole milliseconds, so a permit
+ * whose caller vanished frees itself (PITFALLS #2) and a permit of an earlier
+ * generation never counts in a later one.  The open period's end is published
+ * the same way, tagged with the generation that opened.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#define STATE_BITS 3
+#define FIELD_BITS 16
+#define FIELD_MAX ((1u << FIELD_BITS) - 1)
+#define GEN_SHIFT (STATE_BITS + FIELD_BITS)
+
+#define W_STATE(w) ((int)((w) & ((1u << STATE_BITS) - 1)))
+#define W_FIELD(w) ((uint32_t)(((w) >> STATE_BITS) & FIELD_MAX))
+#define W_GEN(w) ((w) >> GEN_SHIFT)
+#define W_MAKE(state, field, gen) \
+  (((uint64_t)(gen) << GEN_SHIFT) | ((uint64_t)(field) << STATE_BITS) | (uint64_t)(state))
+
+/* permit slots and the open word: gen tag (20 bits) | milliseconds (44 bits) */
+#define TAG_SHIFT 44
+#define TAG_MASK ((UINT64_C(1) << 20) - 1)
+#define MS_MASK ((UINT64_C(1) << TAG_SHIFT) - 1)
+#define T_MAKE(gen, ms) ((((gen) & TAG_MASK) << TAG_SHIFT) | ((uint64_t)(ms) & MS_MASK))
+#define T_TAG(t) ((t) >> TAG_SHIFT)
+#define T_NS(t) ((int64_t)((t) & MS_MASK) * BUTTRESS_NS_PER_MS)
+
+struct buttress_breaker {
+  uint32_t magic;
+  uint32_t abi;
+  uint64_t size;
+  buttress_breaker_config cfg;
+  int64_t trial_timeout_ns; /* resolved from BUTTRESS_NONE */
+  int32_t timed;            /* success records want the clock: ticket flag */
+  int32_t windowed;         /* a rate rule is on: outcomes enter the window */
+  uint32_t permits_offset;  /* from the start of this struct */
+  uint32_t slots_offset;
+  BUTTRESS__PAD(pad0_, 0);
+
+  /* Read by every call: alone on its cache line. */
+  buttress__au64 state;
+  BUTTRESS__PAD(pad1_, 8);
+
+  buttress__au64 open_word;
+  _Atomic uint32_t trips; /* openings since the breaker last closed */
+  uint32_t reserved_;
+  buttress__au64 rng;
+  BUTTRESS__PAD(pad2_, 24);
+
+  /* Written by every call. */
+  buttress__au64 successes;
+  BUTTRESS__PAD(pad3_, 8);
+  buttress__au64 failures, excluded, cancelled, stale, rejected, slow;
+  buttress__au64 transitions[BUTTRESS_STATE_COUNT][BUTTRESS_STATE_COUNT];
+  buttress__ai64 last_transition_ns[BUTTRESS_STATE_COUNT][BUTTRESS_STATE_COUNT];
+
+  buttress__cring count_window;
+  buttress__tring time_window;
+  buttress_histogram latency;
+  /* followed by: permits (uint64 x half_open_calls), count slots (bytes) */
+};
+
+enum { TW_CALLS = 0, TW_FAILURES = 1, TW_SLOW = 2 };
+
+static buttress__au64 *
+permits(buttress_breaker *br)
+{
+  return (buttress__au64 *)((char *)br + br->permits_offset);
+}
+
+static _Atomic unsigned char *
+slots(buttress_breaker *br)
+{
+  return (_Atomic unsigned char *)((char *)br + br->slots_offset);
+}
+
+void
+buttress_breaker_config_init(buttress_breaker_config *cfg)
+{
+  if (cfg == NULL) return;
+  memset(cfg, 0, sizeof *cfg);
+  cfg->failure_threshold = 5;
+  cfg->half_open_calls = 1;
+  cfg->success_threshold = 1;
+  cfg->window_size = 100;
+  cfg->min_calls = 10;
+  cfg->window_type = BUTTRESS_WINDOW_COUNT;
+  cfg->window_ns = 100 * BUTTRESS_NS_PER_S;
+  cfg->reset_timeout_ns = 30 * BUTTRESS_NS_PER_S;
+  cfg->trial_timeout_ns = BUTTRESS_NONE;
+  cfg->slow_call_ns = BUTTRESS_NONE;
+  cfg->failure_rate = 0.0;
+  cfg->slow_rate = 0.0;
+  cfg->use_reset_backoff = 0;
+  buttress_backoff_config_init(&cfg->reset_backoff);
+}
+
+static bool
+rate_ok(double rate)
+{
+  return rate == 0.0 || (rate > 0.0 && rate <= 1.0);
+}
+
+int
+buttress_breaker_config_check(const buttress_breaker_config *cfg)
+{
+  if (cfg == NULL) return BUTTRESS_EINVAL;
+  if (cfg->failure_threshold > BUTTRESS_MAX_THRESHOLD) return BUTTRESS_EINVAL;
+  if (cfg->success_threshold < 1 || cfg->success_threshold > BUTTRESS_MAX_THRESHOLD)
+    return BUTTRESS_EINVAL;
+  if (cfg->half_open_calls < 1 || cfg->half_open_calls > BUTTRESS_MAX_HALF_OPEN_CALLS)
+    return BUTTRESS_EINVAL;
+  if (cfg->window_size < 1 || cfg->window_size > BUTTRESS_MAX_WINDOW_CALLS) return BUTTRESS_EINVAL;
+  if (cfg->min_calls < 1) return BUTTRESS_EINVAL;
+  if (cfg->window_type != BUTTRESS_WINDOW_COUNT && cfg->window_type != BUTTRESS_WINDOW_TIME)
+    return BUTTRESS_EINVAL;
+  if (cfg->window_ns <= 0 || cfg->window_ns > BUTTRESS_MAX_DURATION_NS) return BUTTRESS_EINVAL;
+  if (cfg->reset_timeout_ns <= 0 || cfg->reset_timeout_ns > BUTTRESS_MAX_DURATION_NS)
+    return BUTTRESS_EINVAL;
+  if (cfg->trial_timeout_ns != BUTTRESS_NONE &&
+      (cfg->trial_timeout_ns <= 0 || cfg->trial_timeout_ns > BUTTRESS_MAX_DURATION_NS))
+    return BUTTRESS_EINVAL;
+  if (buttress__check_duration(cfg->slow_call_ns, true) != 0) return BUTTRESS_EINVAL;
+  if (!rate_ok(cfg->failure_rate) || !rate_ok(cfg->slow_rate)) return BUTTRESS_EINVAL;
+  if (cfg->slow_rate > 0.0 && cfg->slow_call_ns < 0) return BUTTRESS_EINVAL;
+  if (cfg->use_reset_backoff != 0 && cfg->use_reset_backoff != 1) return BUTTRESS_EINVAL;
+  if (cfg->use_reset_backoff && buttress_backoff_config_check(&cfg->reset_backoff) != 0)
+    return BUTTRESS_EINVAL;
+  return BUTTRESS_OK;
+}
+
+static size_t
+permits_offset(void)
+{
+  return (sizeof(struct buttress_breaker) + 7) & ~(size_t)7;
+}
+
+size_t
+buttress_breaker_sizeof(const buttress_breaker_config *cfg)
+{
+  if (buttress_breaker_config_check(cfg) != 0) return 0;
+  size_t slots = cfg->window_type == BUTTRESS_WINDOW_COUNT ? cfg->window_size : 0;
+  size_t end = permits_offset() + (size_t)cfg->half_open_calls * sizeof(uint64_t) + slots;
+  return (end + 7) & ~(size_t)7;
+}
+
+int
+buttress_breaker_init(void *mem, size_t size, const buttress_breaker_config *cfg)
+{
+  size_t need = buttress_breaker_sizeof(cfg);
+  if (need == 0 || mem == NULL || !buttress__aligned8(mem) || size < need) return BUTTRESS_EINVAL;
+  buttress_breaker *br = mem;
+  memset(br, 0, need);
+  br->magic = BUTTRESS__MAGIC_BREAKER;
+  br->abi = BUTTRESS__ABI;
+  br->size = need;
+  br->cfg = *cfg;
+  br->trial_timeout_ns = cfg->trial_timeout_ns == BUTTRESS_NONE ? cfg->reset_timeout_ns
+                                                                 : cfg->trial_timeout_ns;
+  br->windowed = cfg->failure_rate > 0.0 || cfg->slow_rate > 0.0;
+  br->timed = cfg->slow_call_ns >= 0 || (br->windowed && cfg->window_type == BUTTRESS_WINDOW_TIME);
+  br->permits_offset = (uint32_t)permits_offset();
+  br->slots_offset = br->permits_offset + cfg->half_open_calls * (uint32_t)sizeof(uint64_t);
+  atomic_init(&br->state, W_MAKE(BUTTRESS_STATE_CLOSED, 0, 1));
+  atomic_init(&br->rng, buttress__mix64((uint64_t)(uintptr_t)mem ^ (uint64_t)need));
+  for (int f = 0; f < BUTTRESS_STATE_COUNT; f++)
+    for (int t = 0; t < BUTTRESS_STATE_COUNT; t++)
+      atomic_init(&br->last_transition_ns[f][t], BUTTRESS_NONE);
+  buttress__cring_init(&br->count_window, slots(br),
+                       cfg->window_type == BUTTRESS_WINDOW_COUNT ? cfg->window_size : 0);
+  buttress__tring_init(&br->time_window, cfg->window_ns);
+  buttress__histogram_init(&br->latency);
+  return BUTTRESS_OK;
+}
+
+static bool
+valid(const buttress_breaker *br)
+{
+  return br != NULL && br->magic == BUTTRESS__MAGIC_BREAKER;
+}
+
+int
+buttress_breaker_get_config(const buttress_breaker *br, buttress_breaker_config *out)
+{
+  if (!valid(br) || out == NULL) return BUTTRESS_EINVAL;
+  *out = br->cfg;
+  return BUTTRESS_OK;
+}
+
+static void
+count(buttress__au64 *counter)
+{
+  /* relaxed: statistics; exact totals need atomicity, not ordering */
+  atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+
+static void
+clear_ticket(buttress_ticket *t)
+{
+  t->from = BUTTRESS_STATE_NONE;
+  t->to = BUTTRESS_STATE_NONE;
+}
+
+/* Bookkeeping after a transition this caller committed. */
+static void
+note_transition(buttress_breaker *br, int from, int to, int64_t now_ns, buttress_ticket *t)
+{
+  count(&br->transitions[from][to]);
+  atomic_store_explicit(&br->last_transition_ns[from][to], now_ns, memory_order_relaxed);
+  if (t != NULL) {
+    t->from = from;
+    t->to = to;
+  }
+}
+
+static void
+clear_windows(buttress_breaker *br)
+{
+  if (!br->windowed) return;
+  if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT)
+    buttress__cring_clear(&br->count_window, slots(br));
+  else
+    buttress__tring_clear(&br->time_window);
+}
+
+/* The new generation `gen` has just opened: publish when trials may begin. */
+static void
+on_opened(buttress_breaker *br, uint64_t gen, int from, int64_t now_ns, buttress_ticket *t)
+{
+  uint32_t trip = atomic_fetch_add_explicit(&br->trips, 1, memory_order_relaxed);
+  int64_t period = br->cfg.reset_timeout_ns;
+  if (br->cfg.use_reset_backoff) {
+    period = buttress__backoff_draw(&br->cfg.reset_backoff, trip, BUTTRESS_NONE,
+                                    buttress__rand_next(&br->rng));
+    if (period <= 0) period = 1;
+  }
+  int64_t until = buttress__add_sat(now_ns, period);
+  /* release: a reader that sees this tag also sees the transition */
+  atomic_store_explicit(&br->open_word, T_MAKE(gen, buttress__ceil_ms(until)),
+                        memory_order_release);
+  note_transition(br, from, BUTTRESS_STATE_OPEN, now_ns, t);
+}
+
+static void
+on_closed(buttress_breaker *br, int from, int64_t now_ns, buttress_ticket *t)
+{
+  atomic_store_explicit(&br->trips, 0, memory_order_relaxed);
+  clear_windows(br);
+  if (from != BUTTRESS_STATE_CLOSED) note_transition(br, from, BUTTRESS_STATE_CLOSED, now_ns, t);
+}
+
+/* Half-open: claim one of the K permit slots for generation gen(w). */
+static int
+claim_permit(buttress_breaker *br, uint64_t w, int64_t now_ns, buttress_ticket *t, bool *moved)
+{
+  buttress__au64 *slot = permits(br);
+  uint64_t tag = W_GEN(w) & TAG_MASK;
+  uint64_t mine = T_MAKE(tag, buttress__ceil_ms(buttress__add_sat(now_ns, br->trial_timeout_ns)));
+  int64_t earliest = INT64_MAX;
+  for (uint32_t i = 0; i < br->cfg.half_open_calls; i++) {
+    uint64_t s = atomic_load_explicit(&slot[i], memory_order_acquire);
+    for (;;) {
+      bool held = s != 0 && T_TAG(s) == tag && T_NS(s) > now_ns;
+      if (held) {
+        if (T_NS(s) < earliest) earliest = T_NS(s);
+        break;
+      }
+      if (atomic_compare_exchange_weak_explicit(&slot[i], &s, mine, memory_order_acq_rel,
+                                                memory_order_acquire)) {
+        /* The breaker may have moved on while we claimed: then the permit
+         * belongs to no live generation; give it back and start over. */
+        uint64_t now_w = atomic_load_explicit(&br->state, memory_order_acquire);
+        if (W_STATE(now_w) != BUTTRESS_STATE_HALF_OPEN || W_GEN(now_w) != W_GEN(w)) {
+          uint64_t expect = mine;
+          atomic_compare_exchange_strong_explicit(&slot[i], &expect, 0, memory_order_acq_rel,
+                                                  memory_order_relaxed);
+          *moved = true;
+          return BUTTRESS_OPEN;
+        }
+        t->word = w;
+        t->permit = (int32_t)i;
+        t->permit_word = mine;
+        t->flags = BUTTRESS_TICKET_TIMED;
+        return BUTTRESS_OK;
+      }
+    }
+  }
+  count(&br->rejected);
+  t->retry_after_ns = earliest == INT64_MAX ? br->trial_timeout_ns : earliest - now_ns;
+  return BUTTRESS_OPEN;
+}
+
+int
+buttress_breaker_allow(buttress_breaker *br, int64_t now_ns, buttress_ticket *t)
+{
+  if (!valid(br) || t == NULL) return BUTTRESS_EINVAL;
+  clear_ticket(t);
+  t->permit = -1;
+  t->permit_word = 0;
+  t->flags = 0;
+  t->retry_after_ns = BUTTRESS_NONE;
+  for (;;) {
+    /* acquire: pairs with the release of whoever moved the breaker */
+    uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
+    switch (W_STATE(w)) {
+    case BUTTRESS_STATE_CLOSED:
+      t->word = w;
+      t->flags = br->timed ? BUTTRESS_TICKET_TIMED : 0;
+      return BUTTRESS_OK;
+    case BUTTRESS_STATE_DISABLED:
+      t->word = w;
+      return BUTTRESS_OK;
+    case BUTTRESS_STATE_FORCED_OPEN:
+      count(&br->rejected);
+      t->retry_after_ns = BUTTRESS_NONE;
+      return BUTTRESS_OPEN;
+    case BUTTRESS_STATE_OPEN: {
+      if (now_ns < 0) return BUTTRESS_NEED_CLOCK;
+      uint64_t ow = atomic_load_explicit(&br->open_word, memory_order_acquire);
+      if (T_TAG(ow) != (W_GEN(w) & TAG_MASK)) {
+        /* Opened a moment ago; its period is not published yet. */
+        count(&br->rejected);
+        t->retry_after_ns = br->cfg.reset_timeout_ns;
+        return BUTTRESS_OPEN;
+      }
+      if (now_ns < T_NS(ow)) {
+        count(&br->rejected);
+        t->retry_after_ns = T_NS(ow) - now_ns;
+        return BUTTRESS_OPEN;
+      }
+      uint64_t half = W_MAKE(BUTTRESS_STATE_HALF_OPEN, 0, W_GEN(w) + 1);
+      if (atomic_compare_exchange_strong_explicit(&br->state, &w, half, memory_order_acq_rel,
+                                                  memory_order_acquire))
+        note_transition(br, BUTTRESS_STATE_OPEN, BUTTRESS_STATE_HALF_OPEN, now_ns, t);
+      continue; /* admitted or not, as a half-open breaker decides */
+    }
+    case BUTTRESS_STATE_HALF_OPEN: {
+      if (now_ns < 0) return BUTTRESS_NEED_CLOCK;
+      bool moved = false;
+      int rc = claim_permit(br, w, now_ns, t, &moved);
+      if (moved) continue;
+      return rc;
+    }
+    default:
+      return BUTTRESS_EINVAL; /* corrupted state word */
+    }
+  }
+}
+
+static void
+give_back_permit(buttress_breaker *br, buttress_ticket *t)
+{
+  if (t->permit < 0 || (uint32_t)t->permit >= br->cfg.half_open_calls) return;
+  uint64_t expect = t->permit_word;
+  /* Fails harmlessly when the permit expired and someone else holds it. */
+  atomic_compare_exchange_strong_explicit(&permits(br)[t->permit], &expect, 0,
+                                          memory_order_acq_rel, memory_order_relaxed);
+  t->permit = -1;
+}
+
+/* Feeds the window; true when a rate rule now says "open". */
+static bool
+window_trips(buttress_breaker *br, bool failed, bool slow, int64_t now_ns)
+{
+  uint64_t calls, failures, slows;
+  if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT) {
+    buttress__cring_add(&br->count_window, slots(br),
+                        (failed ? BUTTRESS__SLOT_FAILED : 0u) | (slow ? BUTTRESS__SLOT_SLOW : 0u));
+    if (!failed && !slow) return false;
+    calls = atomic_load_explicit(&br->count_window.calls, memory_order_relaxed);
+    failures = atomic_load_explicit(&br->count_window.failures, memory_order_relaxed);
+    slows = atomic_load_explicit(&br->count_window.slow, memory_order_relaxed);
+  } else {
+    buttress__tring_add(&br->time_window, now_ns, TW_CALLS, 1);
+    if (failed) buttress__tring_add(&br->time_window, now_ns, TW_FAILURES, 1);
+    if (slow) buttress__tring_add(&br->time_window, now_ns, TW_SLOW, 1);
+    if (!failed && !slow) return false;
+    uint64_t sums[BUTTRESS__TRING_COUNTERS];
+    buttress__tring_sum(&br->time_window, now_ns, sums);
+    calls = sums[TW_CALLS];
+    failures = sums[TW_FAILURES];
+    slows = sums[TW_SLOW];
+  }
+  if (calls < br->cfg.min_calls || calls == 0) return false;
+  if (br->cfg.failure_rate > 0.0 && (double)failures >= br->cfg.failure_rate * (double)calls)
+    return true;
+  return br->cfg.slow_rate > 0.0 && (double)slows >= br->cfg.slow_rate * (double)calls;
+}
+
+/* Closed: a failure (or a rate rule) may open; a success ends the streak. */
+static void
+record_closed(buttress_breaker *br, uint64_t w, bool failed, bool trip_now, int64_t now_ns,
+              buttress_ticket *t)
+{
+  uint64_t gen = W_GEN(w);
+  for (;;) {
+    if (W_STATE(w) != BUTTRESS_STATE_CLOSED || W_GEN(w) != gen) return; /* moved meanwhile */
+    uint64_t next;
+    if (failed || trip_now) {
+      uint32_t streak = W_FIELD(w) + (failed ? 1u : 0u);
+      if (streak > FIELD_MAX) streak = FIELD_MAX;
+      bool trip = trip_now || (br->cfg.failure_threshold && streak >= br->cfg.failure_threshold);
+      next = trip ? W_MAKE(BUTTRESS_STATE_OPEN, 0, gen + 1)
+                  : W_MAKE(BUTTRESS_STATE_CLOSED, streak, gen);
+      if (atomic_compare_exchange_weak_explicit(&br->state, &w, next, memory_order_acq_rel,
+                                                memory_order_acquire)) {
+        if (trip) on_opened(br, gen + 1, BUTTRESS_STATE_CLOSED, now_ns, t);
+        return;
+      }
+    } else {
+      if (W_FIELD(w) == 0) return; /* the common case writes nothing */
+      next = W_MAKE(BUTTRESS_STATE_CLOSED, 0, gen);
+      if (atomic_compare_exchange_weak_explicit(&br->state, &w, next, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return;
+    }
+  }
+}
+
+/* Half-open: enough trial successes close; a failed trial reopens. */
+static void
+record_half_open(buttress_breaker *br, uint64_t w, bool failed, int64_t now_ns, buttress_ticket *t)
+{
+  uint64_t gen = W_GEN(w);
+  for (;;) {
+    if (W_STATE(w) != BUTTRESS_STATE_HALF_OPEN || W_GEN(w) != gen) return;
+    uint64_t next;
+    int to;
+    if (failed) {
+      next = W_MAKE(BUTTRESS_STATE_OPEN, 0, gen + 1);
+      to = BUTTRESS_STATE_OPEN;
+    } else {
+      uint32_t wins = W_FIELD(w) + 1;
+      bool close = wins >= br->cfg.success_threshold;
+      next = close ? W_MAKE(BUTTRESS_STATE_CLOSED, 0, gen + 1)
+                   : W_MAKE(BUTTRESS_STATE_HALF_OPEN, wins, gen);
+      to = close ? BUTTRESS_STATE_CLOSED : BUTTRESS_STATE_HALF_OPEN;
+    }
+    if (atomic_compare_exchange_weak_explicit(&br->state, &w, next, memory_order_acq_rel,
+                                              memory_order_acquire)) {
+      if (to == BUTTRESS_STATE_OPEN)
+        on_opened(br, gen + 1, BUTTRESS_STATE_HALF_OPEN, now_ns, t);
+      else if (to == BUTTRESS_STATE_CLOSED)
+        on_closed(br, BUTTRESS_STATE_HALF_OPEN, now_ns, t);
+      return;
+    }
+  }
+}
+
+int
+buttress_breaker_record(buttress_breaker *br, buttress_ticket *t, int outcome,
+                        int64_t duration_ns, int64_t now_ns)
+{
+  if (!valid(br) || t == NULL || outcome < BUTTRESS_SUCCESS || outcome > BUTTRESS_CANCELLED ||
+      duration_ns < BUTTRESS_NO_CLOCK)
+    return BUTTRESS_EINVAL;
+  int admitted = W_STATE(t->word);
+  bool needs_clock = admitted != BUTTRESS_STATE_DISABLED &&
+                     (outcome == BUTTRESS_FAILURE || (t->flags & BUTTRESS_TICKET_TIMED));
+  if (needs_clock && now_ns < 0) return BUTTRESS_NEED_CLOCK;
+  clear_ticket(t);
+  give_back_permit(br, t);
+
+  uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
+  if (W_GEN(w) != W_GEN(t->word)) {
+    count(&br->stale);
+    return BUTTRESS_STALE;
+  }
+  bool slow = duration_ns >= 0 && br->cfg.slow_call_ns >= 0 && duration_ns >= br->cfg.slow_call_ns;
+  if (duration_ns >= 0) buttress_histogram_record(&br->latency, duration_ns);
+  switch (outcome) {
+  case BUTTRESS_SUCCESS: count(&br->successes); break;
+  case BUTTRESS_FAILURE: count(&br->failures); break;
+  case BUTTRESS_EXCLUDED: count(&br->excluded); break;
+  default: count(&br->cancelled); break;
+  }
+  /* Excluded and cancelled calls are neutral: no streak, no window
+   * (PITFALLS #4). */
+  if (outcome == BUTTRESS_EXCLUDED || outcome == BUTTRESS_CANCELLED) return BUTTRESS_OK;
+  if (slow) count(&br->slow);
+
+  bool failed = outcome == BUTTRESS_FAILURE;
+  if (admitted == BUTTRESS_STATE_CLOSED) {
+    bool trip_now = br->windowed && window_trips(br, failed, slow, now_ns);
+    record_closed(br, w, failed, trip_now, now_ns, t);
+  } else if (admitted == BUTTRESS_STATE_HALF_OPEN) {
+    /* With a slow-rate rule, a slow trial is a failed trial. */
+    record_half_open(br, w, failed || (slow && br->cfg.slow_rate > 0.0), now_ns, t);
+  }
+  return BUTTRESS_OK;
+}
+
+int
+buttress_breaker_state(const buttress_breaker *br)
+{
+  if (!valid(br)) return BUTTRESS_EINVAL;
+  return W_STATE(atomic_load_explicit(&br->state, memory_order_acquire));
+}
+
+/* Manual transitions: to `to`, whatever the state, in a new generation. */
+static int
+move_to(buttress_breaker *br, int to, int64_t now_ns, buttress_ticket *out)
+{
+  if (!valid(br)) return BUTTRESS_EINVAL;
+  if (out != NULL) clear_ticket(out);
+  uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
+  for (;;) {
+    uint64_t next = W_MAKE(to, 0, W_GEN(w) + 1);
+    if (atomic_compare_exchange_weak_explicit(&br->state, &w, next, memory_order_acq_rel,
+                                              memory_order_acquire))
+      break;
+  }
+  int from = W_STATE(w);
+  if (to == BUTTRESS_STATE_CLOSED)
+    on_closed(br, from, now_ns, out);
+  else if (from != to)
+    note_transition(br, from, to, now_ns, out);
+  return BUTTRESS_OK;
+}
+
+int
+buttress_breaker_force_open(buttress_breaker *br, int64_t now_ns, buttress_ticket *out)
+{
+  return move_to(br, BUTTRESS_STATE_FORCED_OPEN, now_ns, out);
+}
+
+int
+buttress_breaker_disable(buttress_breaker *br, int64_t now_ns, buttress_ticket *out)
+{
+  return move_to(br, BUTTRESS_STATE_DISABLED, now_ns, out);
+}
+
+int
+buttress_breaker_reset(buttress_breaker *br, int64_t now_ns, buttress_ticket *out)
+{
+  return move_to(br, BUTTRESS_STATE_CLOSED, now_ns, out);
+}
+
+static uint64_t
+load(const buttress__au64 *counter)
+{
+  return atomic_load_explicit(counter, memory_order_relaxed);
+}
+
+int
+buttress_breaker_metrics_get(const buttress_breaker *br, int64_t now_ns, buttress_breaker_metrics *out)
+{
+  if (!valid(br) || out == NULL) return BUTTRESS_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->successes = load(&br->successes);
+  out->failures = load(&br->failures);
+  out->excluded = load(&br->excluded);
+  out->cancelled = load(&br->cancelled);
+  out->stale = load(&br->stale);
+  out->rejected = load(&br->rejected);
+  out->slow = load(&br->slow);
+  out->calls = out->successes + out->failures + out->excluded + out->cancelled + out->stale;
+  for (int f = 0; f < BUTTRESS_STATE_COUNT; f++)
+    for (int t = 0; t < BUTTRESS_STATE_COUNT; t++) {
+      out->transitions[f][t] = load(&br->transitions[f][t]);
+      out->last_transition_ns[f][t] =
+        atomic_load_explicit(&br->last_transition_ns[f][t], memory_order_relaxed);
+    }
+  uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
+  out->state = W_STATE(w);
+  out->consecutive_failures = out->state == BUTTRESS_STATE_CLOSED ? W_FIELD(w) : 0;
+  out->half_open_successes = out->state == BUTTRESS_STATE_HALF_OPEN ? W_FIELD(w) : 0;
+  out->trips = atomic_load_explicit(&br->trips, memory_order_relaxed);
+  out->open_until_ns = BUTTRESS_NONE;
+  if (out->state == BUTTRESS_STATE_OPEN) {
+    uint64_t ow = atomic_load_explicit(&br->open_word, memory_order_acquire);
+    if (T_TAG(ow) == (W_GEN(w) & TAG_MASK)) out->open_until_ns = T_NS(ow);
+  }
+  if (br->windowed) {
+    if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT) {
+      out->window_calls = load(&br->count_window.calls);
+      out->window_failures = load(&br->count_window.failures);
+      out->window_slow = load(&br->count_window.slow);
+    } else {
+      uint64_t sums[BUTTRESS__TRING_COUNTERS];
+      buttress__tring_sum(&br->time_window, now_ns, sums);
+      out->window_calls = sums[TW_CALLS];
+      out->window_failures = sums[TW_FAILURES];
+      out->window_slow = sums[TW_SLOW];
+    }
+    if (out->window_calls) {
+      out->failure_rate = (double)out->window_failures / (double)out->window_calls;
+      out->slow_rate = (double)out->window_slow / (double)out->window_calls;
+    }
+  }
+  buttress_histogram_summary(&br->latency, &out->latency);
+  return BUTTRESS_OK;
+}
