@@ -46,7 +46,7 @@ struct buttress_breaker {
   buttress_breaker_config cfg;
   int64_t trial_timeout_ns; /* resolved from BUTTRESS_NONE */
   int32_t timed;            /* success records want the clock: ticket flag */
-  int32_t windowed;         /* a rate rule is on: outcomes enter the window */
+  int32_t rate_rules;       /* failure_rate or slow_rate is on */
   uint32_t permits_offset;  /* from the start of this struct */
   uint32_t slots_offset;
   BUTTRESS__PAD(pad0_, 0);
@@ -171,8 +171,8 @@ buttress_breaker_init(void *mem, size_t size, const buttress_breaker_config *cfg
   br->cfg = *cfg;
   br->trial_timeout_ns = cfg->trial_timeout_ns == BUTTRESS_NONE ? cfg->reset_timeout_ns
                                                                  : cfg->trial_timeout_ns;
-  br->windowed = cfg->failure_rate > 0.0 || cfg->slow_rate > 0.0;
-  br->timed = cfg->slow_call_ns >= 0 || (br->windowed && cfg->window_type == BUTTRESS_WINDOW_TIME);
+  br->rate_rules = cfg->failure_rate > 0.0 || cfg->slow_rate > 0.0;
+  br->timed = cfg->slow_call_ns >= 0 || cfg->window_type == BUTTRESS_WINDOW_TIME;
   br->permits_offset = (uint32_t)permits_offset();
   br->slots_offset = br->permits_offset + cfg->half_open_calls * (uint32_t)sizeof(uint64_t);
   atomic_init(&br->state, W_MAKE(BUTTRESS_STATE_CLOSED, 0, 1));
@@ -230,7 +230,6 @@ note_transition(buttress_breaker *br, int from, int to, int64_t now_ns, buttress
 static void
 clear_windows(buttress_breaker *br)
 {
-  if (!br->windowed) return;
   if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT)
     buttress__cring_clear(&br->count_window, slots(br));
   else
@@ -372,7 +371,8 @@ give_back_permit(buttress_breaker *br, buttress_ticket *t)
   t->permit = -1;
 }
 
-/* Feeds the window; true when a rate rule now says "open". */
+/* Feeds the window (kept for every breaker: its rates are metrics too);
+ * true when a rate rule now says "open". */
 static bool
 window_trips(buttress_breaker *br, bool failed, bool slow, int64_t now_ns)
 {
@@ -380,7 +380,7 @@ window_trips(buttress_breaker *br, bool failed, bool slow, int64_t now_ns)
   if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT) {
     buttress__cring_add(&br->count_window, slots(br),
                         (failed ? BUTTRESS__SLOT_FAILED : 0u) | (slow ? BUTTRESS__SLOT_SLOW : 0u));
-    if (!failed && !slow) return false;
+    if (!br->rate_rules || (!failed && !slow)) return false;
     calls = atomic_load_explicit(&br->count_window.calls, memory_order_relaxed);
     failures = atomic_load_explicit(&br->count_window.failures, memory_order_relaxed);
     slows = atomic_load_explicit(&br->count_window.slow, memory_order_relaxed);
@@ -388,7 +388,7 @@ window_trips(buttress_breaker *br, bool failed, bool slow, int64_t now_ns)
     buttress__tring_add(&br->time_window, now_ns, TW_CALLS, 1);
     if (failed) buttress__tring_add(&br->time_window, now_ns, TW_FAILURES, 1);
     if (slow) buttress__tring_add(&br->time_window, now_ns, TW_SLOW, 1);
-    if (!failed && !slow) return false;
+    if (!br->rate_rules || (!failed && !slow)) return false;
     uint64_t sums[BUTTRESS__TRING_COUNTERS];
     buttress__tring_sum(&br->time_window, now_ns, sums);
     calls = sums[TW_CALLS];
@@ -495,7 +495,7 @@ buttress_breaker_record(buttress_breaker *br, buttress_ticket *t, int outcome,
 
   bool failed = outcome == BUTTRESS_FAILURE;
   if (admitted == BUTTRESS_STATE_CLOSED) {
-    bool trip_now = br->windowed && window_trips(br, failed, slow, now_ns);
+    bool trip_now = window_trips(br, failed, slow, now_ns);
     record_closed(br, w, failed, trip_now, now_ns, t);
   } else if (admitted == BUTTRESS_STATE_HALF_OPEN) {
     /* With a slow-rate rule, a slow trial is a failed trial. */
@@ -585,7 +585,7 @@ buttress_breaker_metrics_get(const buttress_breaker *br, int64_t now_ns, buttres
     uint64_t ow = atomic_load_explicit(&br->open_word, memory_order_acquire);
     if (T_TAG(ow) == (W_GEN(w) & TAG_MASK)) out->open_until_ns = T_NS(ow);
   }
-  if (br->windowed) {
+  {
     if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT) {
       out->window_calls = load(&br->count_window.calls);
       out->window_failures = load(&br->count_window.failures);

@@ -253,6 +253,8 @@ BUTTRESS_API int buttress_retry_begin(buttress_retry *r, buttress_retry_call *ca
                                       buttress_budget *budget,
                                       int64_t outer_deadline_ns, int64_t now_ns);
 /* The attempt just made failed with a retryable error: may it go again?
+ * Checks run in this order: attempts, deadline, budget; the first that
+ * refuses is the reason.
  * 0: yes, after call->delay_ns (0 means at once: do not sleep at all).
  * Otherwise give up with the last error; the code (EXHAUSTED, DEADLINE or
  * BUDGET) is also left in call->reason and counted.  override_delay_ns >= 0
@@ -319,6 +321,10 @@ typedef struct buttress_breaker_config {
                                  BUTTRESS_NONE = reset_timeout_ns */
   int64_t slow_call_ns;       /* a call this long or longer is slow;
                                  default BUTTRESS_NONE (off) */
+  /* Rate rules are checked when a failure or a slow call is recorded while
+   * closed (a success can only lower a rate), once the window holds
+   * min_calls calls.  The window itself is kept for every breaker: its
+   * rates are reported in the metrics whether or not a rule is on. */
   double failure_rate;        /* open when failures/calls in the window >= it;
                                  0 = off (default), else (0, 1] */
   double slow_rate;           /* open when slow/calls >= it; 0 = off; needs
@@ -387,9 +393,9 @@ BUTTRESS_API int buttress_breaker_allow(buttress_breaker *br, int64_t now_ns,
  * slow calls nor latency).  Returns 0, or BUTTRESS_STALE when the breaker
  * has moved to another generation since the ticket was issued (the outcome
  * is ignored apart from the `stale` counter), or BUTTRESS_NEED_CLOCK when
- * now_ns is BUTTRESS_NO_CLOCK but the outcome needs the time (any failure;
- * any outcome when ticket->flags has BUTTRESS_TICKET_TIMED); nothing
- * changed then.  A half-open permit is given back by any outcome.
+ * now_ns is BUTTRESS_NO_CLOCK but the outcome needs the time (a failure,
+ * unless admitted by a disabled breaker; any outcome when ticket->flags has
+ * BUTTRESS_TICKET_TIMED); nothing changed then.  A half-open permit is given back by any outcome.
  * ticket->from/to report a transition this call made. */
 BUTTRESS_API int buttress_breaker_record(buttress_breaker *br,
                                          buttress_ticket *ticket, int outcome,

@@ -100,10 +100,13 @@ void
 buttress__cring_add(buttress__cring *r, _Atomic unsigned char *slots, unsigned bits)
 {
   uint64_t i = atomic_fetch_add_explicit(&r->pos, 1, memory_order_relaxed) % r->size;
+  unsigned char value = (unsigned char)(bits | BUTTRESS__SLOT_USED);
+  /* Same outcome as the one it replaces (a run of successes): the counts do
+   * not change, so skip the write. */
+  if (atomic_load_explicit(&slots[i], memory_order_relaxed) == value) return;
   /* The exchange tells exactly which outcome this one pushed out of the
    * window, so the running counts stay exact. */
-  unsigned old = atomic_exchange_explicit(&slots[i], (unsigned char)(bits | BUTTRESS__SLOT_USED),
-                                          memory_order_relaxed);
+  unsigned old = atomic_exchange_explicit(&slots[i], value, memory_order_relaxed);
   cring_adjust(&r->calls, 1, old & BUTTRESS__SLOT_USED);
   cring_adjust(&r->failures, bits & BUTTRESS__SLOT_FAILED, old & BUTTRESS__SLOT_FAILED);
   cring_adjust(&r->slow, bits & BUTTRESS__SLOT_SLOW, old & BUTTRESS__SLOT_SLOW);
