@@ -64,6 +64,14 @@ valid(const buttress_budget *b)
 }
 
 int
+buttress__budget_get_config(const buttress_budget *b, buttress_budget_config *out)
+{
+  if (!valid(b) || out == NULL) return BUTTRESS_EINVAL;
+  *out = b->cfg;
+  return BUTTRESS_OK;
+}
+
+int
 buttress_budget_deposit(buttress_budget *b, int64_t now_ns)
 {
   if (!valid(b) || now_ns < 0) return BUTTRESS_EINVAL;

@@ -73,7 +73,8 @@ extern "C" {
   X(ECONFIG, -4, "configuration differs from the existing object's")          \
   X(ESYS, -5, "system call failed (see errno)")                               \
   X(ENAMETOOLONG, -6, "name too long")                                        \
-  X(ENOENT, -7, "no such object")
+  X(ENOENT, -7, "no such object")                                            \
+  X(EBUSY, -8, "busy: another process is creating this object; try again")
 
 #define BUTTRESS_ERROR_ENUM_(name, value, text) BUTTRESS_##name = value,
 enum buttress_error { BUTTRESS_ERRORS(BUTTRESS_ERROR_ENUM_) };
@@ -418,6 +419,55 @@ BUTTRESS_API int buttress_breaker_reset(buttress_breaker *br, int64_t now_ns,
 BUTTRESS_API int buttress_breaker_metrics_get(const buttress_breaker *br,
                                               int64_t now_ns,
                                               buttress_breaker_metrics *out);
+/* -------------------------------------------------------------- region */
+
+/* A region is one block of memory mapped by several processes: a named
+ * POSIX shared-memory object, or an anonymous shared mapping made before
+ * fork() and inherited by the children.  It starts with a header (magic, ABI
+ * version, size) and a table of named slots, each holding one breaker or
+ * budget.  Slots are claimed lock-free; attaching to a region or to a slot
+ * never resets live state.  A process killed at any point leaves the others
+ * working: state updates are single atomic operations, half-open permits
+ * expire, and a slot whose creator died half way is taken over.
+ * Region names are "/name" (at most BUTTRESS_REGION_NAME_MAX bytes, one
+ * leading slash, no other); slot names are 1 to BUTTRESS_SLOT_NAME_MAX bytes. */
+typedef struct buttress_region buttress_region;
+
+enum {
+  BUTTRESS_REGION_NAME_MAX = 200,
+  BUTTRESS_SLOT_NAME_MAX = 63,
+  BUTTRESS_REGION_SLOTS = 256,
+  BUTTRESS_REGION_MIN_SIZE = 65536
+};
+
+enum { BUTTRESS_REGION_CREATE = 1 /* create the named region if missing */ };
+
+/* Opens (and with BUTTRESS_REGION_CREATE creates, mode `mode`, e.g. 0600)
+ * the named region, `size` bytes (ignored when attaching to an existing
+ * one).  *out is the mapping.  Errors: EINVAL (bad name or size below
+ * BUTTRESS_REGION_MIN_SIZE), ENAMETOOLONG, ENOENT (missing and not
+ * creating), EABI (not a buttress region, or another ABI), ESYS (see errno:
+ * EACCES when permissions deny access). */
+BUTTRESS_API int buttress_region_open(const char *name, size_t size, int flags,
+                                      uint32_t mode, buttress_region **out);
+/* An anonymous shared mapping: inherited by children forked afterwards. */
+BUTTRESS_API int buttress_region_anonymous(size_t size, buttress_region **out);
+/* Unmaps this process's view; the shared object lives on. */
+BUTTRESS_API int buttress_region_close(buttress_region *r);
+/* Removes a named region's name; mappings stay valid until closed. */
+BUTTRESS_API int buttress_region_unlink(const char *name);
+BUTTRESS_API int buttress_region_info(const buttress_region *r, uint64_t *size,
+                                      uint64_t *used, uint32_t *slots_used);
+/* Finds the breaker named `name`, or creates it with cfg.  An existing one
+ * must have been made with the same config (else ECONFIG).  *created tells
+ * which happened (may be NULL).  ENOSPC when the region or its slot table is
+ * full (nothing is changed then). */
+BUTTRESS_API int buttress_region_breaker(buttress_region *r, const char *name,
+                                         const buttress_breaker_config *cfg,
+                                         buttress_breaker **out, int *created);
+BUTTRESS_API int buttress_region_budget(buttress_region *r, const char *name,
+                                        const buttress_budget_config *cfg,
+                                        buttress_budget **out, int *created);
 /* BUTTRESS_FFI_END */
 
 #ifdef __cplusplus

@@ -85,6 +85,8 @@ int64_t buttress__backoff_draw(const buttress_backoff_config *cfg, uint32_t retr
                                int64_t prev_ns, uint64_t random);
 int buttress__check_duration(int64_t ns, bool none_allowed);
 
+int buttress__budget_get_config(const buttress_budget *b, buttress_budget_config *out);
+
 /* ---- sliding time window (window.c): BUTTRESS_TIME_BUCKETS buckets of
  * window/BUTTRESS_TIME_BUCKETS each, three counters a bucket.  A bucket is
  * recycled by the first caller that sees it belongs to an old epoch; an add
