@@ -37,7 +37,14 @@
 #define MS_MASK ((UINT64_C(1) << TAG_SHIFT) - 1)
 #define T_MAKE(gen, ms) ((((gen) & TAG_MASK) << TAG_SHIFT) | ((uint64_t)(ms) & MS_MASK))
 #define T_TAG(t) ((t) >> TAG_SHIFT)
-#define T_NS(t) ((int64_t)((t) & MS_MASK) * BUTTRESS_NS_PER_MS)
+
+/* The time a tagged word holds, saturating far in the future. */
+static int64_t
+T_NS(uint64_t t)
+{
+  int64_t ms = (int64_t)(t & MS_MASK);
+  return ms > INT64_MAX / BUTTRESS_NS_PER_MS ? INT64_MAX : ms * BUTTRESS_NS_PER_MS;
+}
 
 struct buttress_breaker {
   uint32_t magic;
@@ -380,15 +387,13 @@ window_trips(buttress_breaker *br, bool failed, bool slow, int64_t now_ns)
   if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT) {
     buttress__cring_add(&br->count_window, slots(br),
                         (failed ? BUTTRESS__SLOT_FAILED : 0u) | (slow ? BUTTRESS__SLOT_SLOW : 0u));
-    if (!br->rate_rules || (!failed && !slow)) return false;
-    calls = atomic_load_explicit(&br->count_window.calls, memory_order_relaxed);
-    failures = atomic_load_explicit(&br->count_window.failures, memory_order_relaxed);
-    slows = atomic_load_explicit(&br->count_window.slow, memory_order_relaxed);
+    if (!br->rate_rules) return false;
+    buttress__cring_read(&br->count_window, &calls, &failures, &slows);
   } else {
     buttress__tring_add(&br->time_window, now_ns, TW_CALLS, 1);
     if (failed) buttress__tring_add(&br->time_window, now_ns, TW_FAILURES, 1);
     if (slow) buttress__tring_add(&br->time_window, now_ns, TW_SLOW, 1);
-    if (!br->rate_rules || (!failed && !slow)) return false;
+    if (!br->rate_rules) return false;
     uint64_t sums[BUTTRESS__TRING_COUNTERS];
     buttress__tring_sum(&br->time_window, now_ns, sums);
     calls = sums[TW_CALLS];
@@ -587,9 +592,8 @@ buttress_breaker_metrics_get(const buttress_breaker *br, int64_t now_ns, buttres
   }
   {
     if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT) {
-      out->window_calls = load(&br->count_window.calls);
-      out->window_failures = load(&br->count_window.failures);
-      out->window_slow = load(&br->count_window.slow);
+      buttress__cring_read(&br->count_window, &out->window_calls, &out->window_failures,
+                           &out->window_slow);
     } else {
       uint64_t sums[BUTTRESS__TRING_COUNTERS];
       buttress__tring_sum(&br->time_window, now_ns, sums);

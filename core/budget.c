@@ -74,7 +74,8 @@ buttress__budget_get_config(const buttress_budget *b, buttress_budget_config *ou
 int
 buttress_budget_deposit(buttress_budget *b, int64_t now_ns)
 {
-  if (!valid(b) || now_ns < 0) return BUTTRESS_EINVAL;
+  if (!valid(b) || now_ns < BUTTRESS_NO_CLOCK) return BUTTRESS_EINVAL;
+  if (now_ns < 0) return BUTTRESS_NEED_CLOCK;
   buttress__tring_add(&b->ring, now_ns, CALLS, 1);
   atomic_fetch_add_explicit(&b->deposits, 1, memory_order_relaxed);
   return BUTTRESS_OK;
@@ -89,7 +90,8 @@ allowance(const buttress_budget *b, const uint64_t sums[BUTTRESS__TRING_COUNTERS
 int
 buttress_budget_withdraw(buttress_budget *b, int64_t now_ns)
 {
-  if (!valid(b) || now_ns < 0) return BUTTRESS_EINVAL;
+  if (!valid(b) || now_ns < BUTTRESS_NO_CLOCK) return BUTTRESS_EINVAL;
+  if (now_ns < 0) return BUTTRESS_NEED_CLOCK;
   /* Take first, then check: every racing thread sees its own retry and all
    * earlier ones, so the total never passes the allowance (a race can only
    * refuse one that would have fitted). */

@@ -317,15 +317,17 @@ typedef struct buttress_breaker_config {
                                  window; default 10; >= 1 */
   int32_t window_type;        /* enum buttress_window_type; default COUNT */
   int64_t window_ns;          /* time window length; default 100 s */
+  /* Open periods and trial permits end on whole milliseconds, rounded up:
+   * never early, at most 1 ms late. */
   int64_t reset_timeout_ns;   /* open period before trials; default 30 s; > 0 */
   int64_t trial_timeout_ns;   /* a trial permit expires after this; default
                                  BUTTRESS_NONE = reset_timeout_ns */
   int64_t slow_call_ns;       /* a call this long or longer is slow;
                                  default BUTTRESS_NONE (off) */
-  /* Rate rules are checked when a failure or a slow call is recorded while
-   * closed (a success can only lower a rate), once the window holds
-   * min_calls calls.  The window itself is kept for every breaker: its
-   * rates are reported in the metrics whether or not a rule is on. */
+  /* Rate rules are checked at every outcome recorded while closed, once
+   * the window holds min_calls calls.  The window itself is kept for every
+   * breaker: its rates are reported in the metrics whether or not a rule
+   * is on. */
   double failure_rate;        /* open when failures/calls in the window >= it;
                                  0 = off (default), else (0, 1] */
   double slow_rate;           /* open when slow/calls >= it; 0 = off; needs

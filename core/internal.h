@@ -88,13 +88,13 @@ int buttress__check_duration(int64_t ns, bool none_allowed);
 int buttress__budget_get_config(const buttress_budget *b, buttress_budget_config *out);
 
 /* ---- sliding time window (window.c): BUTTRESS_TIME_BUCKETS buckets of
- * window/BUTTRESS_TIME_BUCKETS each, three counters a bucket.  A bucket is
- * recycled by the first caller that sees it belongs to an old epoch; an add
- * racing that recycle may be lost, so sums are exact except at bucket edges. */
+ * window/BUTTRESS_TIME_BUCKETS each, three counters a bucket.  Each counter
+ * is one word holding the bucket's epoch (low 24 bits) and the count (40
+ * bits), so recycling a bucket and adding to it are the same CAS: no add is
+ * ever lost, and no half-done reset can be left behind by a killed process. */
 #define BUTTRESS__TRING_COUNTERS 3
 typedef struct buttress__tbucket {
-  buttress__ai64 epoch;
-  buttress__au64 count[BUTTRESS__TRING_COUNTERS];
+  buttress__au64 word[BUTTRESS__TRING_COUNTERS];
 } buttress__tbucket;
 
 typedef struct buttress__tring {
@@ -103,7 +103,7 @@ typedef struct buttress__tring {
 } buttress__tring;
 
 void buttress__tring_init(buttress__tring *r, int64_t window_ns);
-/* Adds delta[i] to counter i of now's bucket; returns the bucket's epoch so
+/* Adds delta to counter `counter` of now's bucket; returns now's epoch so
  * that buttress__tring_undo can take it back from the same bucket. */
 int64_t buttress__tring_add(buttress__tring *r, int64_t now_ns, int counter, uint64_t delta);
 void buttress__tring_undo(buttress__tring *r, int64_t epoch, int counter, uint64_t delta);
@@ -124,6 +124,9 @@ typedef struct buttress__cring {
 void buttress__cring_init(buttress__cring *r, _Atomic unsigned char *slots, uint32_t size);
 void buttress__cring_add(buttress__cring *r, _Atomic unsigned char *slots, unsigned bits);
 void buttress__cring_clear(buttress__cring *r, _Atomic unsigned char *slots);
+/* Consistent enough for rates: never more failures or slow calls than calls. */
+void buttress__cring_read(const buttress__cring *r, uint64_t *calls, uint64_t *failures,
+                          uint64_t *slow);
 
 /* ---- histogram layout (histogram.c): embedded in breakers */
 #define BUTTRESS__HIST_SUB_BITS 5

@@ -3,76 +3,98 @@
 
 /* ---------------------------------------------------------- time window */
 
+#define TAG_BITS 24
+#define COUNT_BITS 40
+#define TAG_MASK ((UINT64_C(1) << TAG_BITS) - 1)
+#define COUNT_MASK ((UINT64_C(1) << COUNT_BITS) - 1)
+#define TW_TAG(w) ((w) >> COUNT_BITS)
+#define TW_COUNT(w) ((w) & COUNT_MASK)
+#define TW_MAKE(epoch, count) ((((uint64_t)(epoch) & TAG_MASK) << COUNT_BITS) | ((count) & COUNT_MASK))
+
 void
 buttress__tring_init(buttress__tring *r, int64_t window_ns)
 {
   int64_t b = window_ns / BUTTRESS_TIME_BUCKETS;
   r->bucket_ns = b > 0 ? b : 1;
-  for (int i = 0; i < BUTTRESS_TIME_BUCKETS; i++) {
-    atomic_init(&r->bucket[i].epoch, -1);
-    for (int c = 0; c < BUTTRESS__TRING_COUNTERS; c++) atomic_init(&r->bucket[i].count[c], 0);
-  }
+  buttress__tring_clear(r);
 }
 
-static buttress__tbucket *
-tring_bucket(buttress__tring *r, int64_t epoch)
+/* Is epoch tag `a` later than tag `b`, modulo the tag's width? */
+static bool
+tag_after(uint64_t a, uint64_t b)
 {
-  return &r->bucket[epoch % BUTTRESS_TIME_BUCKETS];
+  uint64_t diff = (a - b) & TAG_MASK;
+  return diff != 0 && diff < (TAG_MASK >> 1);
 }
 
 int64_t
 buttress__tring_add(buttress__tring *r, int64_t now_ns, int counter, uint64_t delta)
 {
   int64_t epoch = now_ns / r->bucket_ns;
-  buttress__tbucket *b = tring_bucket(r, epoch);
-  int64_t seen = atomic_load_explicit(&b->epoch, memory_order_acquire);
-  while (seen < epoch) {
-    /* The bucket holds an old epoch: whoever swaps the epoch clears it. */
-    if (atomic_compare_exchange_weak_explicit(&b->epoch, &seen, epoch, memory_order_acq_rel,
-                                              memory_order_acquire)) {
-      for (int c = 0; c < BUTTRESS__TRING_COUNTERS; c++)
-        atomic_store_explicit(&b->count[c], 0, memory_order_relaxed);
-      seen = epoch;
-    }
+  buttress__au64 *word = &r->bucket[epoch % BUTTRESS_TIME_BUCKETS].word[counter];
+  uint64_t tag = (uint64_t)epoch & TAG_MASK;
+  uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
+  for (;;) {
+    uint64_t next;
+    if (tag_after(tag, TW_TAG(w)))
+      next = TW_MAKE(tag, delta); /* the bucket held an older epoch: recycle */
+    else
+      /* Same epoch, or a caller with an older now whose bucket was already
+       * recycled: counting it in the newer bucket keeps it in the window
+       * longer, never shorter. */
+      next = (w & ~COUNT_MASK) | ((TW_COUNT(w) + delta) & COUNT_MASK);
+    /* relaxed: counts; readers need each word atomic, not ordered */
+    /* release: a reader that sees this count also sees the counts this
+     * thread added before it (calls before failures) */
+    if (atomic_compare_exchange_weak_explicit(word, &w, next, memory_order_release,
+                                              memory_order_relaxed))
+      return epoch;
   }
-  /* seen > epoch: a caller with an older now; counting it in the newer
-   * bucket keeps it in the window longer, never shorter. */
-  atomic_fetch_add_explicit(&b->count[counter], delta, memory_order_relaxed);
-  return seen;
 }
 
 void
 buttress__tring_undo(buttress__tring *r, int64_t epoch, int counter, uint64_t delta)
 {
-  buttress__tbucket *b = tring_bucket(r, epoch);
-  /* Only if the bucket was not recycled meanwhile, which already dropped it. */
-  if (atomic_load_explicit(&b->epoch, memory_order_acquire) == epoch)
-    atomic_fetch_sub_explicit(&b->count[counter], delta, memory_order_relaxed);
+  buttress__au64 *word = &r->bucket[epoch % BUTTRESS_TIME_BUCKETS].word[counter];
+  uint64_t tag = (uint64_t)epoch & TAG_MASK;
+  uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
+  /* Only while the bucket still holds that epoch: recycling dropped it. */
+  while (TW_TAG(w) == tag && TW_COUNT(w) >= delta) {
+    if (atomic_compare_exchange_weak_explicit(word, &w, w - delta, memory_order_relaxed,
+                                              memory_order_relaxed))
+      return;
+  }
 }
 
 void
 buttress__tring_sum(const buttress__tring *r, int64_t now_ns, uint64_t out[BUTTRESS__TRING_COUNTERS])
 {
-  int64_t epoch = now_ns < 0 ? INT64_MAX : now_ns / r->bucket_ns;
+  int64_t epoch = now_ns < 0 ? -1 : now_ns / r->bucket_ns;
   for (int c = 0; c < BUTTRESS__TRING_COUNTERS; c++) out[c] = 0;
-  for (int i = 0; i < BUTTRESS_TIME_BUCKETS; i++) {
-    const buttress__tbucket *b = &r->bucket[i];
-    int64_t e = atomic_load_explicit(&b->epoch, memory_order_acquire);
-    bool live = now_ns < 0 ? e >= 0 : (e >= 0 && e <= epoch && e > epoch - BUTTRESS_TIME_BUCKETS);
-    if (!live) continue;
-    for (int c = 0; c < BUTTRESS__TRING_COUNTERS; c++)
-      out[c] += atomic_load_explicit(&b->count[c], memory_order_relaxed);
+  /* Counter 0 (calls) is added before the others and read after them, with
+   * acquire/release between, so a sum never shows more failures than calls. */
+  for (int c = BUTTRESS__TRING_COUNTERS - 1; c >= 0; c--) {
+    for (int i = 0; i < BUTTRESS_TIME_BUCKETS; i++) {
+      uint64_t w = atomic_load_explicit(&r->bucket[i].word[c], memory_order_acquire);
+      if (w == 0) continue;
+      if (epoch >= 0) {
+        /* The one epoch of the window that lives in bucket i. */
+        int64_t back = ((epoch - i) % BUTTRESS_TIME_BUCKETS + BUTTRESS_TIME_BUCKETS) %
+                       BUTTRESS_TIME_BUCKETS;
+        int64_t mine = epoch - back;
+        if (mine < 0 || TW_TAG(w) != ((uint64_t)mine & TAG_MASK)) continue;
+      }
+      out[c] += TW_COUNT(w);
+    }
   }
 }
 
 void
 buttress__tring_clear(buttress__tring *r)
 {
-  for (int i = 0; i < BUTTRESS_TIME_BUCKETS; i++) {
-    atomic_store_explicit(&r->bucket[i].epoch, -1, memory_order_release);
+  for (int i = 0; i < BUTTRESS_TIME_BUCKETS; i++)
     for (int c = 0; c < BUTTRESS__TRING_COUNTERS; c++)
-      atomic_store_explicit(&r->bucket[i].count[c], 0, memory_order_relaxed);
-  }
+      atomic_store_explicit(&r->bucket[i].word[c], 0, memory_order_relaxed);
 }
 
 /* --------------------------------------------------------- count window */
@@ -89,11 +111,21 @@ buttress__cring_init(buttress__cring *r, _Atomic unsigned char *slots, uint32_t 
   for (uint32_t i = 0; i < size; i++) atomic_init(&slots[i], 0);
 }
 
+/* release: pairs with the acquire loads of buttress__cring_read, which reads
+ * in the opposite order to the writes (calls are adjusted first) */
 static void
 cring_adjust(buttress__au64 *counter, unsigned now_set, unsigned was_set)
 {
-  if (now_set && !was_set) atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
-  if (!now_set && was_set) atomic_fetch_sub_explicit(counter, 1, memory_order_relaxed);
+  if (now_set && !was_set) atomic_fetch_add_explicit(counter, 1, memory_order_release);
+  if (!now_set && was_set) atomic_fetch_sub_explicit(counter, 1, memory_order_release);
+}
+
+void
+buttress__cring_read(const buttress__cring *r, uint64_t *calls, uint64_t *failures, uint64_t *slow)
+{
+  *slow = atomic_load_explicit(&r->slow, memory_order_acquire);
+  *failures = atomic_load_explicit(&r->failures, memory_order_acquire);
+  *calls = atomic_load_explicit(&r->calls, memory_order_acquire);
 }
 
 void
