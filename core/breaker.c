@@ -338,10 +338,15 @@ buttress_breaker_allow(buttress_breaker *br, int64_t now_ns, buttress_ticket *t)
       if (now_ns < 0) return BUTTRESS_NEED_CLOCK;
       uint64_t ow = atomic_load_explicit(&br->open_word, memory_order_acquire);
       if (T_TAG(ow) != (W_GEN(w) & TAG_MASK)) {
-        /* Opened a moment ago; its period is not published yet. */
-        count(&br->rejected);
-        t->retry_after_ns = br->cfg.reset_timeout_ns;
-        return BUTTRESS_OPEN;
+        /* The period is not published: the opener is between its CAS and
+         * its store, or was killed there.  Publish one from here so that a
+         * dead opener cannot leave the breaker open forever; a live one
+         * overwrites it a moment later with the same length. */
+        uint64_t mine = T_MAKE(W_GEN(w),
+                               buttress__ceil_ms(buttress__add_sat(now_ns, br->cfg.reset_timeout_ns)));
+        atomic_compare_exchange_strong_explicit(&br->open_word, &ow, mine, memory_order_acq_rel,
+                                                memory_order_acquire);
+        continue;
       }
       if (now_ns < T_NS(ow)) {
         count(&br->rejected);

@@ -463,7 +463,10 @@ BUTTRESS_API int buttress_region_info(const buttress_region *r, uint64_t *size,
 /* Finds the breaker named `name`, or creates it with cfg.  An existing one
  * must have been made with the same config (else ECONFIG).  *created tells
  * which happened (may be NULL).  ENOSPC when the region or its slot table is
- * full (nothing is changed then). */
+ * full (nothing is changed then).  Two processes racing to create the same
+ * name get one object; the loser's reserved space stays unused.  A creator
+ * that died mid-creation is detected by its pid (a zombie still counts as
+ * alive until reaped: until then its name answers BUTTRESS_EBUSY). */
 BUTTRESS_API int buttress_region_breaker(buttress_region *r, const char *name,
                                          const buttress_breaker_config *cfg,
                                          buttress_breaker **out, int *created);

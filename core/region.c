@@ -217,25 +217,19 @@ typedef struct slot_ops {
   int (*same_config)(const void *obj, const void *cfg);
 } slot_ops;
 
-/* Finish a slot this process holds in CLAIMING: name it, place and
- * initialise the object, publish it. */
+/* Finish a slot this process holds in CLAIMING: name it, initialise the
+ * object in the space reserved for it, publish it. */
 static int
-slot_fill(buttress_region *r, region_slot *s, uint64_t mine, const char *name, const slot_ops *ops,
-          const void *cfg)
+slot_fill(buttress_region *r, region_slot *s, uint64_t mine, uint64_t offset, const char *name,
+          const slot_ops *ops, const void *cfg)
 {
   memset(s->name, 0, sizeof s->name);
   memcpy(s->name, name, strlen(name));
   s->kind = ops->kind;
-  uint64_t named = S_MAKE(SLOT_NAMED, S_PID(mine));
-  atomic_store_explicit(&s->status, named, memory_order_release);
-  uint64_t offset = region_alloc(r, ops->size);
-  if (offset == 0) {
-    /* Full: retire the slot (not FREE: later slots may be taken). */
-    atomic_store_explicit(&s->status, S_MAKE(SLOT_DEAD, 0), memory_order_release);
-    return BUTTRESS_ENOSPC;
-  }
+  atomic_store_explicit(&s->status, S_MAKE(SLOT_NAMED, S_PID(mine)), memory_order_release);
   int rc = ops->init((char *)r + offset, ops->size, cfg);
   if (rc != BUTTRESS_OK) {
+    /* Retire it (not FREE: later slots may be taken). */
     atomic_store_explicit(&s->status, S_MAKE(SLOT_DEAD, 0), memory_order_release);
     return rc;
   }
@@ -254,6 +248,8 @@ find_or_create(buttress_region *r, const char *name, const slot_ops *ops, const 
   if (len == 0) return BUTTRESS_EINVAL;
   if (len > BUTTRESS_SLOT_NAME_MAX) return BUTTRESS_ENAMETOOLONG;
   uint64_t mine = S_MAKE(SLOT_CLAIMING, getpid());
+  uint64_t reserved = 0; /* space taken before claiming a slot, so that a
+                            full region changes nothing */
   if (created) *created = 0;
 
   for (int i = 0; i < BUTTRESS_REGION_SLOTS; i++) {
@@ -263,10 +259,11 @@ find_or_create(buttress_region *r, const char *name, const slot_ops *ops, const 
       uint64_t st = atomic_load_explicit(&s->status, memory_order_acquire);
       int state = S_STATE(st);
       if (state == SLOT_FREE) {
+        if (reserved == 0 && (reserved = region_alloc(r, ops->size)) == 0) return BUTTRESS_ENOSPC;
         if (!atomic_compare_exchange_strong_explicit(&s->status, &st, mine, memory_order_acq_rel,
                                                      memory_order_acquire))
           continue; /* someone else took it: look again, it may be our name */
-        int rc = slot_fill(r, s, mine, name, ops, cfg);
+        int rc = slot_fill(r, s, mine, reserved, name, ops, cfg);
         if (rc != BUTTRESS_OK) return rc;
         if (created) *created = 1;
         *out = (char *)r + s->offset;
@@ -278,6 +275,8 @@ find_or_create(buttress_region *r, const char *name, const slot_ops *ops, const 
         if (s->kind != ops->kind) return BUTTRESS_ECONFIG;
         void *obj = (char *)r + s->offset;
         if (!ops->same_config(obj, cfg)) return BUTTRESS_ECONFIG;
+        /* Space reserved while racing another creator of this name stays
+         * unused: at most one object's worth per lost race. */
         *out = obj;
         return BUTTRESS_OK;
       }
@@ -285,9 +284,10 @@ find_or_create(buttress_region *r, const char *name, const slot_ops *ops, const 
       if (state == SLOT_NAMED && strcmp(s->name, name) != 0) break;
       if (!pid_alive(S_PID(st))) {
         /* Its creator died half way: take it over and start it afresh. */
+        if (reserved == 0 && (reserved = region_alloc(r, ops->size)) == 0) return BUTTRESS_ENOSPC;
         if (atomic_compare_exchange_strong_explicit(&s->status, &st, mine, memory_order_acq_rel,
                                                     memory_order_acquire)) {
-          int rc = slot_fill(r, s, mine, name, ops, cfg);
+          int rc = slot_fill(r, s, mine, reserved, name, ops, cfg);
           if (rc != BUTTRESS_OK) return rc;
           if (created) *created = 1;
           *out = (char *)r + s->offset;
