@@ -10,8 +10,10 @@ PYTHON ?= python3
 WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS ?= -O2 -g
 BASE_CFLAGS := -std=c11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARN) -Icore
-ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS_CORE := -lpthread
+# CI builds treat warnings as errors, as `make dev` does.
+CI_CFLAGS := $(if $(filter true,$(CI)),-Werror)
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(CI_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS_CORE := -lpthread -lm
 ALL_LDFLAGS = $(LDFLAGS) $(EXTRA_LDFLAGS)
 
 CORE_SRC := $(wildcard core/*.c)
@@ -61,8 +63,19 @@ $(BUILD)/tests/%: tests/c/%.c $(TEST_C_SUPPORT) $(wildcard tests/c/*.h) $(LIB_A)
 	$(CC) $(ALL_CFLAGS) -fvisibility=default -Itests/c -o $@ $< $(TEST_C_SUPPORT) \
 	  $(LIB_A) $(ALL_LDFLAGS) -lcmocka -lpthread -lm
 
-test-c: $(TEST_C_BIN)
-	@failed=0; for t in $(TEST_C_BIN); do \
+# Each examples/c/*.c is a program that must build and exit 0.
+EXAMPLE_C_SRC := $(wildcard examples/c/*.c)
+EXAMPLE_C_BIN := $(EXAMPLE_C_SRC:examples/c/%.c=$(BUILD)/examples/%)
+$(BUILD)/examples/%: examples/c/%.c core/buttress.h $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_A) $(ALL_LDFLAGS) -lpthread -lm
+
+# Examples first, so that cmocka's summary lines come last.
+test-c: $(TEST_C_BIN) $(EXAMPLE_C_BIN)
+	@failed=0; for e in $(EXAMPLE_C_BIN); do \
+	  echo "== $$e"; $(TEST_RUNNER) ./$$e || { echo "FAILED: $$e"; failed=1; }; \
+	done; \
+	for t in $(TEST_C_BIN); do \
 	  echo "== $$t"; BUTTRESS_SCENARIOS=tests/scenarios $(TEST_RUNNER) ./$$t || failed=1; \
 	done; exit $$failed
 
@@ -104,6 +117,8 @@ clean:
 # Bindings add their own targets (python, test-python, lua, test-lua, ...).
 -include bindings/python/python.mk
 -include bindings/lua/lua.mk
+# Hardening targets (fuzz, ...).
+-include tests/fuzz/fuzz.mk
 
 # Every suite; `deps` first so that a fresh machine gets what it needs.
 TEST_SUITES ?= test-c $(LUA_TESTS) $(PYTHON_TESTS)

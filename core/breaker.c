@@ -68,14 +68,16 @@ struct buttress_breaker {
   buttress__au64 rng;
   BUTTRESS__PAD(pad2_, 24);
 
-  /* Written by every call. */
-  buttress__au64 successes;
-  BUTTRESS__PAD(pad3_, 8);
+  /* Written by every call.  Successes have no counter of their own: each
+   * success or failure takes a window position with one atomic add, so
+   * successes = positions - failures, and the success path owns one cache
+   * line, not two. */
+  buttress__cring count_window;
+  BUTTRESS__PAD(pad3_, sizeof(buttress__cring));
   buttress__au64 failures, excluded, cancelled, stale, rejected, slow;
   buttress__au64 transitions[BUTTRESS_STATE_COUNT][BUTTRESS_STATE_COUNT];
   buttress__ai64 last_transition_ns[BUTTRESS_STATE_COUNT][BUTTRESS_STATE_COUNT];
 
-  buttress__cring count_window;
   buttress__tring time_window;
   buttress_histogram latency;
   /* followed by: permits (uint64 x half_open_calls), count slots (bytes) */
@@ -383,22 +385,25 @@ give_back_permit(buttress_breaker *br, buttress_ticket *t)
   t->permit = -1;
 }
 
-/* Feeds the window (kept for every breaker: its rates are metrics too);
- * true when a rate rule now says "open". */
+/* Feeds the window with a success or failure (in every state: the count
+ * window's position is also the lifetime outcome count); when `evaluate`,
+ * true if a rate rule now says "open". */
 static bool
-window_trips(buttress_breaker *br, bool failed, bool slow, int64_t now_ns)
+window_add(buttress_breaker *br, bool failed, bool slow, bool evaluate, int64_t now_ns)
 {
   uint64_t calls, failures, slows;
+  buttress__cring_add(&br->count_window, slots(br),
+                      (failed ? BUTTRESS__SLOT_FAILED : 0u) | (slow ? BUTTRESS__SLOT_SLOW : 0u));
   if (br->cfg.window_type == BUTTRESS_WINDOW_COUNT) {
-    buttress__cring_add(&br->count_window, slots(br),
-                        (failed ? BUTTRESS__SLOT_FAILED : 0u) | (slow ? BUTTRESS__SLOT_SLOW : 0u));
-    if (!br->rate_rules) return false;
+    if (!evaluate || !br->rate_rules) return false;
     buttress__cring_read(&br->count_window, &calls, &failures, &slows);
   } else {
+    if (now_ns < 0) return false; /* a disabled breaker's untimed call */
+    /* calls first: readers load them last (see buttress__tring_sum) */
     buttress__tring_add(&br->time_window, now_ns, TW_CALLS, 1);
     if (failed) buttress__tring_add(&br->time_window, now_ns, TW_FAILURES, 1);
     if (slow) buttress__tring_add(&br->time_window, now_ns, TW_SLOW, 1);
-    if (!br->rate_rules) return false;
+    if (!evaluate || !br->rate_rules) return false;
     uint64_t sums[BUTTRESS__TRING_COUNTERS];
     buttress__tring_sum(&br->time_window, now_ns, sums);
     calls = sums[TW_CALLS];
@@ -492,20 +497,24 @@ buttress_breaker_record(buttress_breaker *br, buttress_ticket *t, int outcome,
   }
   bool slow = duration_ns >= 0 && br->cfg.slow_call_ns >= 0 && duration_ns >= br->cfg.slow_call_ns;
   if (duration_ns >= 0) buttress_histogram_record(&br->latency, duration_ns);
-  switch (outcome) {
-  case BUTTRESS_SUCCESS: count(&br->successes); break;
-  case BUTTRESS_FAILURE: count(&br->failures); break;
-  case BUTTRESS_EXCLUDED: count(&br->excluded); break;
-  default: count(&br->cancelled); break;
-  }
   /* Excluded and cancelled calls are neutral: no streak, no window
    * (PITFALLS #4). */
-  if (outcome == BUTTRESS_EXCLUDED || outcome == BUTTRESS_CANCELLED) return BUTTRESS_OK;
+  if (outcome == BUTTRESS_EXCLUDED) {
+    count(&br->excluded);
+    return BUTTRESS_OK;
+  }
+  if (outcome == BUTTRESS_CANCELLED) {
+    count(&br->cancelled);
+    return BUTTRESS_OK;
+  }
   if (slow) count(&br->slow);
-
   bool failed = outcome == BUTTRESS_FAILURE;
+  bool trip_now = window_add(br, failed, slow, admitted == BUTTRESS_STATE_CLOSED, now_ns);
+  /* release, after the window position: readers load failures first, so
+   * positions - failures (the successes) never goes negative */
+  if (failed) atomic_fetch_add_explicit(&br->failures, 1, memory_order_release);
+
   if (admitted == BUTTRESS_STATE_CLOSED) {
-    bool trip_now = window_trips(br, failed, slow, now_ns);
     record_closed(br, w, failed, trip_now, now_ns, t);
   } else if (admitted == BUTTRESS_STATE_HALF_OPEN) {
     /* With a slow-rate rule, a slow trial is a failed trial. */
@@ -571,8 +580,8 @@ buttress_breaker_metrics_get(const buttress_breaker *br, int64_t now_ns, buttres
 {
   if (!valid(br) || out == NULL) return BUTTRESS_EINVAL;
   memset(out, 0, sizeof *out);
-  out->successes = load(&br->successes);
-  out->failures = load(&br->failures);
+  out->failures = atomic_load_explicit(&br->failures, memory_order_acquire);
+  out->successes = atomic_load_explicit(&br->count_window.pos, memory_order_acquire) - out->failures;
   out->excluded = load(&br->excluded);
   out->cancelled = load(&br->cancelled);
   out->stale = load(&br->stale);

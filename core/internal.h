@@ -115,9 +115,9 @@ void buttress__tring_clear(buttress__tring *r);
  * (one byte each) follow the struct in memory. */
 enum { BUTTRESS__SLOT_USED = 1, BUTTRESS__SLOT_FAILED = 2, BUTTRESS__SLOT_SLOW = 4 };
 typedef struct buttress__cring {
-  uint32_t size;
+  uint32_t size;     /* 0: positions are counted, no slots are kept */
   uint32_t reserved_;
-  buttress__au64 pos;
+  buttress__au64 pos; /* outcomes ever added: never cleared */
   buttress__au64 calls, failures, slow;
 } buttress__cring;
 

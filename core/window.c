@@ -131,7 +131,9 @@ buttress__cring_read(const buttress__cring *r, uint64_t *calls, uint64_t *failur
 void
 buttress__cring_add(buttress__cring *r, _Atomic unsigned char *slots, unsigned bits)
 {
-  uint64_t i = atomic_fetch_add_explicit(&r->pos, 1, memory_order_relaxed) % r->size;
+  uint64_t position = atomic_fetch_add_explicit(&r->pos, 1, memory_order_relaxed);
+  if (r->size == 0) return;
+  uint64_t i = position % r->size;
   unsigned char value = (unsigned char)(bits | BUTTRESS__SLOT_USED);
   /* Same outcome as the one it replaces (a run of successes): the counts do
    * not change, so skip the write. */
@@ -147,8 +149,8 @@ buttress__cring_add(buttress__cring *r, _Atomic unsigned char *slots, unsigned b
 void
 buttress__cring_clear(buttress__cring *r, _Atomic unsigned char *slots)
 {
+  /* pos is kept: it also counts lifetime outcomes */
   for (uint32_t i = 0; i < r->size; i++) atomic_store_explicit(&slots[i], 0, memory_order_relaxed);
-  atomic_store_explicit(&r->pos, 0, memory_order_relaxed);
   atomic_store_explicit(&r->calls, 0, memory_order_relaxed);
   atomic_store_explicit(&r->failures, 0, memory_order_relaxed);
   atomic_store_explicit(&r->slow, 0, memory_order_relaxed);
