@@ -137,7 +137,8 @@ buttress_breaker_config_check(const buttress_breaker_config *cfg)
   if (cfg->min_calls < 1) return BUTTRESS_EINVAL;
   if (cfg->window_type != BUTTRESS_WINDOW_COUNT && cfg->window_type != BUTTRESS_WINDOW_TIME)
     return BUTTRESS_EINVAL;
-  if (cfg->window_ns <= 0 || cfg->window_ns > BUTTRESS_MAX_DURATION_NS) return BUTTRESS_EINVAL;
+  if (cfg->window_ns < BUTTRESS_MIN_WINDOW_NS || cfg->window_ns > BUTTRESS_MAX_DURATION_NS)
+    return BUTTRESS_EINVAL;
   if (cfg->reset_timeout_ns <= 0 || cfg->reset_timeout_ns > BUTTRESS_MAX_DURATION_NS)
     return BUTTRESS_EINVAL;
   if (cfg->trial_timeout_ns != BUTTRESS_NONE &&
@@ -181,7 +182,8 @@ buttress_breaker_init(void *mem, size_t size, const buttress_breaker_config *cfg
   br->trial_timeout_ns = cfg->trial_timeout_ns == BUTTRESS_NONE ? cfg->reset_timeout_ns
                                                                  : cfg->trial_timeout_ns;
   br->rate_rules = cfg->failure_rate > 0.0 || cfg->slow_rate > 0.0;
-  br->timed = cfg->slow_call_ns >= 0 || cfg->window_type == BUTTRESS_WINDOW_TIME;
+  /* A success can trip a rate rule, and a transition needs the time. */
+  br->timed = cfg->slow_call_ns >= 0 || cfg->window_type == BUTTRESS_WINDOW_TIME || br->rate_rules;
   br->permits_offset = (uint32_t)permits_offset();
   br->slots_offset = br->permits_offset + cfg->half_open_calls * (uint32_t)sizeof(uint64_t);
   atomic_init(&br->state, W_MAKE(BUTTRESS_STATE_CLOSED, 0, 1));

@@ -31,7 +31,8 @@ buttress_budget_config_check(const buttress_budget_config *cfg)
   if (cfg == NULL) return BUTTRESS_EINVAL;
   if (!(cfg->ratio >= 0.0 && isfinite(cfg->ratio))) return BUTTRESS_EINVAL;
   if (!(cfg->min_per_second >= 0.0 && isfinite(cfg->min_per_second))) return BUTTRESS_EINVAL;
-  if (cfg->window_ns <= 0 || cfg->window_ns > BUTTRESS_MAX_DURATION_NS) return BUTTRESS_EINVAL;
+  if (cfg->window_ns < BUTTRESS_MIN_WINDOW_NS || cfg->window_ns > BUTTRESS_MAX_DURATION_NS)
+    return BUTTRESS_EINVAL;
   return BUTTRESS_OK;
 }
 

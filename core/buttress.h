@@ -52,6 +52,8 @@ extern "C" {
 #define BUTTRESS_MAX_WINDOW_CALLS 65536    /* count window size */
 #define BUTTRESS_TIME_BUCKETS 10           /* buckets of a time window */
 #define BUTTRESS_MAX_DURATION_NS (INT64_C(1) << 62) /* ~146 years */
+/* Shortest time window (breaker and budget): buckets of at least 1 ms. */
+#define BUTTRESS_MIN_WINDOW_NS (10 * INT64_C(1000000))
 
 /* BUTTRESS_FFI_BEGIN */
 /* Everything between the FFI markers is plain C that LuaJIT's ffi.cdef can
@@ -179,7 +181,7 @@ BUTTRESS_API int buttress_backoff_get_config(const buttress_backoff *b,
 typedef struct buttress_budget_config {
   double ratio;          /* retries per call; default 0.2; >= 0, finite */
   double min_per_second; /* retries always allowed; default 10; >= 0 */
-  int64_t window_ns;     /* default 10 s; > 0 */
+  int64_t window_ns;     /* default 10 s; >= BUTTRESS_MIN_WINDOW_NS */
 } buttress_budget_config;
 
 typedef struct buttress_budget_metrics {
@@ -316,7 +318,8 @@ typedef struct buttress_breaker_config {
   uint32_t min_calls;         /* rate rules need this many calls in the
                                  window; default 10; >= 1 */
   int32_t window_type;        /* enum buttress_window_type; default COUNT */
-  int64_t window_ns;          /* time window length; default 100 s */
+  int64_t window_ns;          /* time window length; default 100 s;
+                                 >= BUTTRESS_MIN_WINDOW_NS */
   /* Open periods and trial permits end on whole milliseconds, rounded up:
    * never early, at most 1 ms late. */
   int64_t reset_timeout_ns;   /* open period before trials; default 30 s; > 0 */

@@ -89,9 +89,11 @@ int buttress__budget_get_config(const buttress_budget *b, buttress_budget_config
 
 /* ---- sliding time window (window.c): BUTTRESS_TIME_BUCKETS buckets of
  * window/BUTTRESS_TIME_BUCKETS each, three counters a bucket.  Each counter
- * is one word holding the bucket's epoch (low 24 bits) and the count (40
+ * is one word holding the bucket's epoch (low 32 bits) and the count (32
  * bits), so recycling a bucket and adding to it are the same CAS: no add is
- * ever lost, and no half-done reset can be left behind by a killed process. */
+ * ever lost, and no half-done reset can be left behind by a killed process.
+ * The one ambiguity: a bucket left untouched for an exact multiple of 2**32
+ * bucket lengths reads as current. */
 #define BUTTRESS__TRING_COUNTERS 3
 typedef struct buttress__tbucket {
   buttress__au64 word[BUTTRESS__TRING_COUNTERS];
@@ -99,6 +101,8 @@ typedef struct buttress__tbucket {
 
 typedef struct buttress__tring {
   int64_t bucket_ns;
+  buttress__ai64 latest; /* newest epoch added: the window's end when a
+                            reader has no clock */
   buttress__tbucket bucket[BUTTRESS_TIME_BUCKETS];
 } buttress__tring;
 

@@ -3,8 +3,8 @@
 
 /* ---------------------------------------------------------- time window */
 
-#define TAG_BITS 24
-#define COUNT_BITS 40
+#define TAG_BITS 32
+#define COUNT_BITS 32
 #define TAG_MASK ((UINT64_C(1) << TAG_BITS) - 1)
 #define COUNT_MASK ((UINT64_C(1) << COUNT_BITS) - 1)
 #define TW_TAG(w) ((w) >> COUNT_BITS)
@@ -19,12 +19,11 @@ buttress__tring_init(buttress__tring *r, int64_t window_ns)
   buttress__tring_clear(r);
 }
 
-/* Is epoch tag `a` later than tag `b`, modulo the tag's width? */
-static bool
-tag_after(uint64_t a, uint64_t b)
+/* How many epochs the word's tag is ahead of `tag` (modulo the tag width). */
+static uint64_t
+tag_ahead(uint64_t word_tag, uint64_t tag)
 {
-  uint64_t diff = (a - b) & TAG_MASK;
-  return diff != 0 && diff < (TAG_MASK >> 1);
+  return (word_tag - tag) & TAG_MASK;
 }
 
 int64_t
@@ -36,20 +35,26 @@ buttress__tring_add(buttress__tring *r, int64_t now_ns, int counter, uint64_t de
   uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
   for (;;) {
     uint64_t next;
-    if (tag_after(tag, TW_TAG(w)))
-      next = TW_MAKE(tag, delta); /* the bucket held an older epoch: recycle */
-    else
-      /* Same epoch, or a caller with an older now whose bucket was already
-       * recycled: counting it in the newer bucket keeps it in the window
-       * longer, never shorter. */
+    uint64_t ahead = tag_ahead(TW_TAG(w), tag);
+    if (TW_COUNT(w) != 0 && (ahead == 0 || ahead <= BUTTRESS_TIME_BUCKETS))
+      /* Our epoch, or a caller with a slightly older now whose bucket was
+       * already recycled: counting it in the newer bucket keeps it in the
+       * window longer, never shorter. */
       next = (w & ~COUNT_MASK) | ((TW_COUNT(w) + delta) & COUNT_MASK);
-    /* relaxed: counts; readers need each word atomic, not ordered */
+    else
+      next = TW_MAKE(tag, delta); /* empty, or an older epoch: recycle */
     /* release: a reader that sees this count also sees the counts this
      * thread added before it (calls before failures) */
     if (atomic_compare_exchange_weak_explicit(word, &w, next, memory_order_release,
                                               memory_order_relaxed))
-      return epoch;
+      break;
   }
+  int64_t latest = atomic_load_explicit(&r->latest, memory_order_relaxed);
+  while (epoch > latest && !atomic_compare_exchange_weak_explicit(&r->latest, &latest, epoch,
+                                                                  memory_order_relaxed,
+                                                                  memory_order_relaxed)) {
+  }
+  return epoch;
 }
 
 void
@@ -59,7 +64,7 @@ buttress__tring_undo(buttress__tring *r, int64_t epoch, int counter, uint64_t de
   uint64_t tag = (uint64_t)epoch & TAG_MASK;
   uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
   /* Only while the bucket still holds that epoch: recycling dropped it. */
-  while (TW_TAG(w) == tag && TW_COUNT(w) >= delta) {
+  while (TW_TAG(w) == tag && TW_COUNT(w) >= delta && TW_COUNT(w) != 0) {
     if (atomic_compare_exchange_weak_explicit(word, &w, w - delta, memory_order_relaxed,
                                               memory_order_relaxed))
       return;
@@ -69,21 +74,20 @@ buttress__tring_undo(buttress__tring *r, int64_t epoch, int counter, uint64_t de
 void
 buttress__tring_sum(const buttress__tring *r, int64_t now_ns, uint64_t out[BUTTRESS__TRING_COUNTERS])
 {
-  int64_t epoch = now_ns < 0 ? -1 : now_ns / r->bucket_ns;
+  int64_t epoch = now_ns >= 0 ? now_ns / r->bucket_ns
+                              : atomic_load_explicit(&r->latest, memory_order_relaxed);
   for (int c = 0; c < BUTTRESS__TRING_COUNTERS; c++) out[c] = 0;
   /* Counter 0 (calls) is added before the others and read after them, with
    * acquire/release between, so a sum never shows more failures than calls. */
   for (int c = BUTTRESS__TRING_COUNTERS - 1; c >= 0; c--) {
     for (int i = 0; i < BUTTRESS_TIME_BUCKETS; i++) {
       uint64_t w = atomic_load_explicit(&r->bucket[i].word[c], memory_order_acquire);
-      if (w == 0) continue;
-      if (epoch >= 0) {
-        /* The one epoch of the window that lives in bucket i. */
-        int64_t back = ((epoch - i) % BUTTRESS_TIME_BUCKETS + BUTTRESS_TIME_BUCKETS) %
-                       BUTTRESS_TIME_BUCKETS;
-        int64_t mine = epoch - back;
-        if (mine < 0 || TW_TAG(w) != ((uint64_t)mine & TAG_MASK)) continue;
-      }
+      if (TW_COUNT(w) == 0 || epoch < 0) continue;
+      /* The one epoch of the window that lives in bucket i. */
+      int64_t back = ((epoch - i) % BUTTRESS_TIME_BUCKETS + BUTTRESS_TIME_BUCKETS) %
+                     BUTTRESS_TIME_BUCKETS;
+      int64_t mine = epoch - back;
+      if (mine < 0 || TW_TAG(w) != ((uint64_t)mine & TAG_MASK)) continue;
       out[c] += TW_COUNT(w);
     }
   }
@@ -92,6 +96,7 @@ buttress__tring_sum(const buttress__tring *r, int64_t now_ns, uint64_t out[BUTTR
 void
 buttress__tring_clear(buttress__tring *r)
 {
+  atomic_store_explicit(&r->latest, -1, memory_order_relaxed);
   for (int i = 0; i < BUTTRESS_TIME_BUCKETS; i++)
     for (int c = 0; c < BUTTRESS__TRING_COUNTERS; c++)
       atomic_store_explicit(&r->bucket[i].word[c], 0, memory_order_relaxed);
