@@ -26,11 +26,12 @@ TEST_C_SRC := $(wildcard tests/c/test_*.c)
 TEST_C_BIN := $(TEST_C_SRC:tests/c/%.c=$(BUILD)/tests/%)
 TEST_C_SUPPORT := $(filter-out $(TEST_C_SRC),$(wildcard tests/c/*.c))
 
-.PHONY: all help deps test test-c bench asan ubsan tsan dev install clean check
+.PHONY: all help deps test test-c bench asan ubsan tsan dev install clean check demo
 
 all: $(LIB_A) $(LIB_SO)
 
 help:
+	@echo "make demo       the failure drill (docs/drill.md): installs what it needs, runs it"
 	@echo "make            build $(LIB_A) and $(LIB_SO)"
 	@echo "make test       install what is missing, build, run every test suite"
 	@echo "make test-c     the C suite (cmocka)"
@@ -119,6 +120,15 @@ clean:
 -include bindings/lua/lua.mk
 # Hardening targets (fuzz, ...).
 -include tests/fuzz/fuzz.mk
+
+# The failure drill (docs/drill.md): retries, jitter, budgets and breakers
+# against a struggling service; the chart goes to build/drill.png.
+demo: deps python
+	@$(PYTHON) -c "import matplotlib" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q matplotlib 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --break-system-packages matplotlib
+	@mkdir -p $(BUILD)
+	@PYTHONPATH=python $(PYTHON) -m buttress.drill --out $(BUILD)/drill.png
 
 # Every suite; `deps` first so that a fresh machine gets what it needs.
 TEST_SUITES ?= test-c $(LUA_TESTS) $(PYTHON_TESTS)
