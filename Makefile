@@ -36,6 +36,7 @@ help:
 	@echo "make test       install what is missing, build, run every test suite"
 	@echo "make test-c     the C suite (cmocka)"
 	@echo "make asan|ubsan|tsan  the C suite under a sanitizer"
+	@echo "make check      all sanitizers and the fuzz replays (CI runs it)"
 	@echo "make dev        build and test the C suite with -Werror"
 	@echo "make bench      benchmarks (bench/), never timed tests"
 	@echo "make install PREFIX=/usr/local   headers, libraries, buttress.pc"
@@ -129,6 +130,22 @@ demo: deps python
 	  $(PYTHON) -m pip install -q --break-system-packages matplotlib
 	@mkdir -p $(BUILD)
 	@PYTHONPATH=python $(PYTHON) -m buttress.drill --out $(BUILD)/drill.png
+
+# The C suite under every sanitizer, and the fuzz inputs replayed plus a
+# short fuzz run with a fixed seed (deterministic: a flaky CI helps nobody;
+# `make fuzz` explores for real).  .ci/run calls it before `make test`.
+check: deps
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory ubsan
+	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory fuzz-replay
+	@$(MAKE) --no-print-directory fuzz-build
+	@mkdir -p $(BUILD)/fuzz/ci-corpus; ./$(BUILD)/fuzz/fuzz_api -seed=1 -runs=30000 \
+	  -max_len=4096 -timeout=10 -artifact_prefix=$(BUILD)/fuzz/ \
+	  $(BUILD)/fuzz/ci-corpus tests/fuzz/corpus tests/fuzz/regressions \
+	  > $(BUILD)/fuzz/ci.log 2>&1; rc=$$?; tail -n 3 $(BUILD)/fuzz/ci.log; \
+	  if [ $$rc -ne 0 ]; then cat $(BUILD)/fuzz/ci.log; echo "fuzz: FAILED (log: $(BUILD)/fuzz/ci.log)"; fi; \
+	  exit $$rc
 
 # Every suite; `deps` first so that a fresh machine gets what it needs.
 TEST_SUITES ?= test-c $(LUA_TESTS) $(PYTHON_TESTS)
