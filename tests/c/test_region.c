@@ -1552,7 +1552,7 @@ race_child(void *arg, int c)
     start_line_wait(&ctl->start, n, RACE_PROCS); /* a claim takes nanoseconds */
     for (int k = 0; k < RACE_NAMES && res->open_rc == 0 && res->slot_rc == 0; k++) {
       int i = c % 2 ? RACE_NAMES - 1 - k : k;
-      char slot[16];
+      char slot[32];
       snprintf(slot, sizeof slot, "shared-%d", i);
       buttress_breaker *br = NULL;
       res->created[i] = -1;
@@ -1610,7 +1610,7 @@ test_racing_creators_make_one_object(void **st)
       }
       if (created != 1)
         fail_msg("round %ld: %d processes were told they created shared-%d", n, created, i);
-      char slot[16];
+      char slot[32];
       snprintf(slot, sizeof slot, "shared-%d", i);
       buttress_breaker *br = NULL;
       assert_rc(buttress_region_breaker(r, slot, &ctl->cfg, &br, &created), 0);
@@ -1907,7 +1907,7 @@ test_region_full(void **st)
   buttress_breaker_config cfg = cfg_default();
   buttress_breaker *br[64];
   int n = 0, rc = 0;
-  char slot[16];
+  char slot[32];
   for (;;) {
     assert_true(n < 64);
     snprintf(slot, sizeof slot, "b%d", n);
@@ -1961,7 +1961,7 @@ test_region_full_changes_nothing(void **st)
   size_t size = (size_t)(header + 6 * per + per / 2);
   assert_true(size >= BUTTRESS_REGION_MIN_SIZE && per / 2 > buttress_budget_sizeof() + 64);
   r = region_anon(size);
-  char slot[16];
+  char slot[32];
   for (int i = 0; i < 6; i++) {
     snprintf(slot, sizeof slot, "b%d", i);
     br = region_breaker_new(r, slot, &cfg);
@@ -1993,7 +1993,7 @@ test_slot_table_full(void **st)
   buttress_budget_config bc;
   buttress_budget_config_init(&bc);
   buttress_budget *b[BUTTRESS_REGION_SLOTS];
-  char slot[16];
+  char slot[32];
   for (int i = 0; i < BUTTRESS_REGION_SLOTS; i++) {
     snprintf(slot, sizeof slot, "q%d", i);
     int created = -1;
@@ -2087,7 +2087,7 @@ sk_cfg(void)
 static int
 sk_create(buttress_region *r, int i, void **out, int *created)
 {
-  char slot[16];
+  char slot[32];
   snprintf(slot, sizeof slot, "obj-%d", i);
   if (i % 2 == 0) {
     buttress_breaker_config cfg = sk_cfg();
