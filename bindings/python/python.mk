@@ -2,8 +2,8 @@
 #   make python        build buttress._core in place (python/buttress/)
 #   make test-python   install pytest/hypothesis/mypy if missing, build, run pytest
 PYTHON_TESTS := test-python
-PY_TEST_DEPS := pytest hypothesis mypy setuptools wheel
-PY_TEST_IMPORTS := pytest, hypothesis, mypy, setuptools, wheel
+PY_TEST_DEPS := pytest hypothesis mypy setuptools wheel matplotlib
+PY_TEST_IMPORTS := pytest, hypothesis, mypy, setuptools, wheel, matplotlib
 
 .PHONY: python test-python python-deps
 
