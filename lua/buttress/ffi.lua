@@ -402,11 +402,57 @@ function _M.breaker_new(t)
     return setmetatable({ p = ffi_cast(breaker_ptr_t, mem), mem = mem }, breaker_mt)
 end
 
+-- Tickets are pooled: no allocation per call.  A ticket handed out is a
+-- number, a handle = gen * SLOTS + slot: slot indexes a buttress_lua_ticket
+-- cdata allocated once and reused (free list, module-wide), and gen is the
+-- slot's issue count, so a handle recorded twice (even after its slot went
+-- to another call) no longer matches live[slot] and raises instead of
+-- touching that other call.  A handle dropped without record() keeps its
+-- slot; past MAX_SLOTS live handles allow() falls back to one cdata per
+-- ticket (the pre-pool behaviour, collected by the GC).
+local SLOTS = 65536          -- handle = gen * SLOTS + slot, slot in 1..MAX_SLOTS
+local MAX_SLOTS = SLOTS - 1
+local GEN_WRAP = 2 ^ 34      -- handles stay below 2^50: exact, and band() reads the slot
+local slots = {}             -- slot -> buttress_lua_ticket cdata
+local live = {}              -- slot -> the handle issued on it, 0 when free
+local free = {}              -- stack of free slots
+local nfree, nslots = 0, 0
+local gen = 0                -- module-wide issue counter
+
+local function new_slot()
+    if nslots >= MAX_SLOTS then
+        return nil
+    end
+    nslots = nslots + 1
+    slots[nslots] = ticket_t()
+    live[nslots] = 0
+    return nslots
+end
+
+local function release(slot)
+    live[slot] = 0
+    nfree = nfree + 1
+    free[nfree] = slot
+end
+
 -- The hot path: no clock read unless the core asks for it (NEED_CLOCK),
--- one cdata allocation (the ticket), which the JIT can sink.
+-- no allocation while the pool has a free slot.
 function Breaker:allow(clock)
     local p = self.p
-    local tk = ticket_t()
+    local slot, tk
+    local n = nfree
+    if n > 0 then
+        slot = free[n]
+        nfree = n - 1
+        tk = slots[slot]
+    else
+        slot = new_slot()
+        if slot then
+            tk = slots[slot]
+        else
+            tk = ticket_t() -- pool exhausted: a collected ticket
+        end
+    end
     local t = tk.t
     local nowv = NO_CLOCK
     local rc = C.buttress_breaker_allow(p, NO_CLOCK, t)
@@ -424,7 +470,21 @@ function Breaker:allow(clock)
             end
             tk.start_ns = nowv
         end
-        return 0, tk, t.from, t.to
+        if not slot then
+            return 0, tk, t.from, t.to
+        end
+        local g = gen + 1
+        if g >= GEN_WRAP then
+            g = 1
+        end
+        gen = g
+        local h = g * SLOTS + slot
+        live[slot] = h
+        return 0, h, t.from, t.to
+    end
+    if slot then
+        nfree = nfree + 1
+        free[nfree] = slot
     end
     if rc < 0 then
         fail("allow", rc)
@@ -432,17 +492,33 @@ function Breaker:allow(clock)
     return rc, tonumber(t.retry_after_ns), t.from, t.to
 end
 
-function Breaker:record(tk, outcome, dur, clock)
+local function badticket(what)
+    error("bad argument 'ticket' to 'record' (" .. what .. ")", 4)
+end
+
+function Breaker:record(h, outcome, dur, clock)
     local p = self.p
-    if not (type(tk) == "cdata" and ffi.istype(ticket_t, tk)) then
-        error("bad argument 'ticket' to 'record' (ticket expected, got "
-              .. type(tk) .. ")", 3)
-    end
-    if tk.state ~= ADMITTED then
-        error("bad argument 'ticket' to 'record' (ticket already recorded)", 3)
+    local tk, slot
+    if type(h) == "number" then
+        slot = band(h, MAX_SLOTS)
+        local lh = live[slot]
+        if lh == nil or h < SLOTS then
+            badticket("ticket expected, got number")
+        end
+        if lh ~= h then
+            badticket("ticket already recorded")
+        end
+        tk = slots[slot]
+    elseif type(h) == "cdata" and ffi.istype(ticket_t, h) then
+        tk = h
+        if tk.state ~= ADMITTED then
+            badticket("ticket already recorded")
+        end
+    else
+        badticket("ticket expected, got " .. type(h))
     end
     if tk.owner ~= p then
-        error("bad argument 'ticket' to 'record' (ticket of another breaker)", 3)
+        badticket("ticket of another breaker")
     end
     local t = tk.t
     local nowv = NO_CLOCK
@@ -465,7 +541,16 @@ function Breaker:record(tk, outcome, dur, clock)
         fail("record", rc)
     end
     tk.state = DONE
-    return rc, t.from, t.to
+    local from, to = t.from, t.to
+    if slot then
+        release(slot)
+    end
+    return rc, from, to
+end
+
+-- For tests and bench: pooled slots, free ones, live handles.
+function _M.ticket_pool()
+    return nslots, nfree, nslots - nfree
 end
 
 function Breaker:state()
