@@ -546,30 +546,20 @@ local function window_setter(cfg, v, opts)
     end
 end
 
+-- Options that map straight onto one config field: option = {field, parser}.
+local breaker_fields = {
+    failure_threshold = {"failure_threshold", opt_count},
+    reset_timeout = {"reset_timeout_ns", opt_seconds},
+    half_open_calls = {"half_open_calls", opt_count},
+    success_threshold = {"success_threshold", opt_count},
+    trial_timeout = {"trial_timeout_ns", opt_seconds},
+    failure_rate = {"failure_rate", opt_ratio},
+    slow_call = {"slow_call_ns", opt_seconds},
+    slow_rate = {"slow_rate", opt_ratio},
+    min_calls = {"min_calls", opt_count},
+}
+
 local breaker_setters = {
-    failure_threshold = function(cfg, v)
-        cfg.failure_threshold = opt_count("breaker", "failure_threshold", v)
-    end,
-    reset_timeout = function(cfg, v)
-        cfg.reset_timeout_ns = opt_seconds("breaker", "reset_timeout", v)
-    end,
-    half_open_calls = function(cfg, v)
-        cfg.half_open_calls = opt_count("breaker", "half_open_calls", v)
-    end,
-    success_threshold = function(cfg, v)
-        cfg.success_threshold = opt_count("breaker", "success_threshold", v)
-    end,
-    trial_timeout = function(cfg, v)
-        cfg.trial_timeout_ns = opt_seconds("breaker", "trial_timeout", v)
-    end,
-    failure_rate = function(cfg, v)
-        cfg.failure_rate = opt_ratio("breaker", "failure_rate", v)
-    end,
-    slow_call = function(cfg, v)
-        cfg.slow_call_ns = opt_seconds("breaker", "slow_call", v)
-    end,
-    slow_rate = function(cfg, v) cfg.slow_rate = opt_ratio("breaker", "slow_rate", v) end,
-    min_calls = function(cfg, v) cfg.min_calls = opt_count("breaker", "min_calls", v) end,
     window = window_setter,
     window_type = function(cfg, v, opts)
         if v == "count" then
@@ -594,6 +584,10 @@ local breaker_setters = {
         cfg.reset_backoff = deep_copy(v._cfg)
     end,
 }
+for option, spec in pairs(breaker_fields) do
+    local field, parse = spec[1], spec[2]
+    breaker_setters[option] = function(cfg, v) cfg[field] = parse("breaker", option, v) end
+end
 
 local breaker_skip = {
     name = true, is_failure = true, fallback = true, on_state_change = true,
