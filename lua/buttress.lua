@@ -175,6 +175,19 @@ local function opt_seconds(fname, k, v)
     return floor(ns + 0.5)
 end
 
+-- An optional duration argument of a method call, in ns (NONE when nil);
+-- errors point at the method's caller.
+local function call_seconds_ns(fname, k, v)
+    if v == nil then
+        return NONE
+    end
+    if type(v) ~= "number" or not (v >= 0) or v == huge then
+        argerror(fname, k, "non-negative number of seconds expected, got "
+                 .. tostring(v), 3)
+    end
+    return floor(v * NS + 0.5)
+end
+
 local function opt_count(fname, k, v)
     if type(v) ~= "number" or v ~= floor(v) or v == huge then
         argerror(fname, k, "integer expected, got " .. (type(v) == "number"
@@ -329,15 +342,7 @@ function Backoff:delay(retry, prev)
         argerror("delay", "retry", "integer in [0, 2^32) expected, got "
                  .. tostring(retry), 2)
     end
-    local p = NONE
-    if prev ~= nil then
-        if type(prev) ~= "number" or not (prev >= 0) or prev == huge then
-            argerror("delay", "prev", "non-negative number of seconds expected, got "
-                     .. tostring(prev), 2)
-        end
-        p = floor(prev * NS + 0.5)
-    end
-    return self._h:next(retry, p) / NS
+    return self._h:next(retry, call_seconds_ns("delay", "prev", prev)) / NS
 end
 
 function Backoff:config()
@@ -705,14 +710,7 @@ function Breaker:record(ticket, ok, duration)
         argerror("record", "ok", "true, false, \"excluded\" or \"cancelled\" expected, got "
                  .. tostring(ok), 2)
     end
-    local dur = NONE
-    if duration ~= nil then
-        if type(duration) ~= "number" or not (duration >= 0) or duration == huge then
-            argerror("record", "duration", "non-negative number of seconds expected, got "
-                     .. tostring(duration), 2)
-        end
-        dur = floor(duration * NS + 0.5)
-    end
+    local dur = call_seconds_ns("record", "duration", duration)
     local rc, from, to = self._h:record(ticket, outcome, dur, self._clock)
     if to >= 0 then
         transition(self, from, to)
