@@ -79,6 +79,7 @@ struct buttress_breaker {
   buttress__ai64 last_transition_ns[BUTTRESS_STATE_COUNT][BUTTRESS_STATE_COUNT];
 
   buttress__tring time_window;
+  buttress__rate rate;
   buttress_histogram latency;
   /* followed by: permits (uint64 x half_open_calls), count slots (bytes) */
 };
@@ -195,6 +196,7 @@ buttress_breaker_init(void *mem, size_t size, const buttress_breaker_config *cfg
                        cfg->window_type == BUTTRESS_WINDOW_COUNT ? cfg->window_size : 0);
   buttress__tring_init(&br->time_window, cfg->window_ns);
   buttress__histogram_init(&br->latency);
+  buttress__rate_init(&br->rate);
   return BUTTRESS_OK;
 }
 
@@ -478,6 +480,23 @@ record_half_open(buttress_breaker *br, uint64_t w, bool failed, int64_t now_ns, 
   }
 }
 
+/* Outcomes recorded, all time: the `calls` of the metrics. */
+static uint64_t
+calls_total(const buttress_breaker *br)
+{
+  return atomic_load_explicit(&br->count_window.pos, memory_order_relaxed) +
+         atomic_load_explicit(&br->excluded, memory_order_relaxed) +
+         atomic_load_explicit(&br->cancelled, memory_order_relaxed) +
+         atomic_load_explicit(&br->stale, memory_order_relaxed);
+}
+
+/* Stamps the calls-per-second meter when this second has no stamp yet. */
+static void
+meter(buttress_breaker *br, int64_t now_ns)
+{
+  if (buttress__rate_due(&br->rate, now_ns)) buttress__rate_stamp(&br->rate, now_ns, calls_total(br));
+}
+
 int
 buttress_breaker_record(buttress_breaker *br, buttress_ticket *t, int outcome,
                         int64_t duration_ns, int64_t now_ns)
@@ -492,6 +511,7 @@ buttress_breaker_record(buttress_breaker *br, buttress_ticket *t, int outcome,
   clear_ticket(t);
   give_back_permit(br, t);
 
+  meter(br, now_ns);
   uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
   if (W_GEN(w) != W_GEN(t->word)) {
     count(&br->stale);
@@ -578,10 +598,12 @@ load(const buttress__au64 *counter)
 }
 
 int
-buttress_breaker_metrics_get(const buttress_breaker *br, int64_t now_ns, buttress_breaker_metrics *out)
+buttress_breaker_metrics_get(buttress_breaker *br, int64_t now_ns, buttress_breaker_metrics *out)
 {
   if (!valid(br) || out == NULL) return BUTTRESS_EINVAL;
   memset(out, 0, sizeof *out);
+  meter(br, now_ns);
+  out->calls_per_second = buttress__rate_per_second(&br->rate, now_ns, calls_total(br));
   out->failures = atomic_load_explicit(&br->failures, memory_order_acquire);
   out->successes = atomic_load_explicit(&br->count_window.pos, memory_order_acquire) - out->failures;
   out->excluded = load(&br->excluded);

@@ -227,6 +227,13 @@ typedef struct buttress_retry_call {
   int32_t reason;      /* why it gave up: EXHAUSTED, DEADLINE, BUDGET, or 0 */
 } buttress_retry_call;
 
+/* A latency summary (see the histogram below). */
+typedef struct buttress_latency {
+  uint64_t count;
+  int64_t p50_ns, p95_ns, p99_ns, max_ns; /* 0 when count == 0 */
+  double mean_ns;
+} buttress_latency;
+
 typedef struct buttress_retry_metrics {
   uint64_t calls;      /* begin() */
   uint64_t attempts;   /* first attempts and retries */
@@ -236,6 +243,8 @@ typedef struct buttress_retry_metrics {
   uint64_t giveups_attempts;
   uint64_t giveups_deadline;
   uint64_t giveups_budget;
+  buttress_latency latency;  /* of whole calls, as given to observe() */
+  double calls_per_second;   /* see the breaker's */
 } buttress_retry_metrics;
 
 typedef struct buttress_retry buttress_retry;
@@ -275,7 +284,15 @@ BUTTRESS_API int buttress_retry_end(buttress_retry *r, buttress_retry_call *call
 /* Time left: deadline - now, 0 when passed, BUTTRESS_NONE when none. */
 BUTTRESS_API int buttress_retry_remaining(const buttress_retry_call *call,
                                           int64_t now_ns, int64_t *out_ns);
-BUTTRESS_API int buttress_retry_metrics_get(const buttress_retry *r,
+/* A call that began ended after duration_ns (first attempt to last outcome,
+ * sleeps included): feeds the latency of the metrics.  BUTTRESS_NO_CLOCK
+ * for an untimed call (only now_ns, when known, is used: it stamps the
+ * calls-per-second meter). */
+BUTTRESS_API int buttress_retry_observe(buttress_retry *r, int64_t duration_ns,
+                                        int64_t now_ns);
+/* now_ns: for calls_per_second (NO_CLOCK: reported as 0); a read with a
+ * clock also stamps the meter, hence the non-const breaker. */
+BUTTRESS_API int buttress_retry_metrics_get(buttress_retry *r, int64_t now_ns,
                                             buttress_retry_metrics *out);
 
 /* ----------------------------------------------------------- histogram */
@@ -285,12 +302,6 @@ BUTTRESS_API int buttress_retry_metrics_get(const buttress_retry *r,
  * are nanoseconds in [0, 2**38) (~275 s); larger ones land in the top bucket
  * (max stays exact).  Recording is lock-free; histograms merge. */
 typedef struct buttress_histogram buttress_histogram;
-
-typedef struct buttress_latency {
-  uint64_t count;
-  int64_t p50_ns, p95_ns, p99_ns, max_ns; /* 0 when count == 0 */
-  double mean_ns;
-} buttress_latency;
 
 BUTTRESS_API size_t buttress_histogram_sizeof(void);
 BUTTRESS_API int buttress_histogram_init(void *mem, size_t size);
@@ -370,6 +381,12 @@ typedef struct buttress_breaker_metrics {
   double failure_rate, slow_rate;    /* over the window; 0 when empty */
   int64_t open_until_ns;             /* open: when trials may start */
   buttress_latency latency;          /* of calls recorded with a duration */
+  /* Outcomes recorded per second over about the last minute: between the
+   * oldest stamp of the call count in that minute and now.  Stamps are
+   * left, at most once a second, by callers that pass a clock reading
+   * (timed or failed calls, transitions, metrics reads); 0 until a stamp at
+   * least 1 ms old exists, and always 0 when now_ns is NO_CLOCK. */
+  double calls_per_second;
 } buttress_breaker_metrics;
 
 typedef struct buttress_breaker buttress_breaker;
@@ -420,8 +437,10 @@ BUTTRESS_API int buttress_breaker_disable(buttress_breaker *br, int64_t now_ns,
 BUTTRESS_API int buttress_breaker_reset(buttress_breaker *br, int64_t now_ns,
                                         buttress_ticket *out);
 /* A snapshot; each field is read atomically, the whole is not a single
- * instant.  now_ns is used for time-window rates (NO_CLOCK: unexpired). */
-BUTTRESS_API int buttress_breaker_metrics_get(const buttress_breaker *br,
+ * instant.  now_ns is used for time-window rates (NO_CLOCK: unexpired) and
+ * calls_per_second; a read with a clock stamps that meter (an atomic
+ * store, safe with concurrent callers). */
+BUTTRESS_API int buttress_breaker_metrics_get(buttress_breaker *br,
                                               int64_t now_ns,
                                               buttress_breaker_metrics *out);
 /* -------------------------------------------------------------- region */

@@ -12,7 +12,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 _Static_assert(ATOMIC_CHAR_LOCK_FREE == 2, "8-bit atomics must be lock-free");
 
-#define BUTTRESS__ABI 1
+#define BUTTRESS__ABI 2
 
 /* Leading magic word of each state object: "btBO", "btRT", ... */
 #define BUTTRESS__MAGIC_BACKOFF 0x4f427462u
@@ -131,6 +131,21 @@ void buttress__cring_clear(buttress__cring *r, _Atomic unsigned char *slots);
 /* Consistent enough for rates: never more failures or slow calls than calls. */
 void buttress__cring_read(const buttress__cring *r, uint64_t *calls, uint64_t *failures,
                           uint64_t *slow);
+
+/* ---- calls per second (rate.c): stamps of the lifetime call count, one
+ * slot per second of the last minute, written only by callers that have a
+ * clock reading anyway.  rate_due() is one load: stamp only when it says so. */
+#define BUTTRESS__RATE_SLOTS 64
+typedef struct buttress__rate {
+  buttress__au64 slot[BUTTRESS__RATE_SLOTS];
+} buttress__rate;
+
+void buttress__rate_init(buttress__rate *m);
+bool buttress__rate_due(const buttress__rate *m, int64_t now_ns);
+void buttress__rate_stamp(buttress__rate *m, int64_t now_ns, uint64_t count);
+/* Calls between the oldest stamp of the last minute and now (count), per
+ * second; 0 when there is no stamp at least 1 ms old. */
+double buttress__rate_per_second(const buttress__rate *m, int64_t now_ns, uint64_t count);
 
 /* ---- histogram layout (histogram.c): embedded in breakers */
 #define BUTTRESS__HIST_SUB_BITS 5

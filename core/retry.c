@@ -12,6 +12,8 @@ struct buttress_retry {
   /* statistics: relaxed atomics, exact totals */
   buttress__au64 calls, attempts, retries, successes, failures;
   buttress__au64 giveups_attempts, giveups_deadline, giveups_budget;
+  buttress__rate rate;
+  buttress_histogram latency; /* of whole calls, fed by observe() */
 };
 
 void
@@ -50,6 +52,8 @@ buttress_retry_init(void *mem, size_t size, const buttress_retry_config *cfg, ui
   r->abi = BUTTRESS__ABI;
   r->cfg = *cfg;
   atomic_init(&r->rng, seed);
+  buttress__rate_init(&r->rate);
+  buttress__histogram_init(&r->latency);
   return BUTTRESS_OK;
 }
 
@@ -71,6 +75,13 @@ static void
 count(buttress__au64 *counter)
 {
   atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+
+static void
+meter(buttress_retry *r, int64_t now_ns)
+{
+  if (buttress__rate_due(&r->rate, now_ns))
+    buttress__rate_stamp(&r->rate, now_ns, atomic_load_explicit(&r->calls, memory_order_relaxed));
 }
 
 static int
@@ -104,6 +115,7 @@ buttress_retry_begin(buttress_retry *r, buttress_retry_call *call, buttress_budg
   call->delay_ns = BUTTRESS_NONE;
   call->prev_delay_ns = BUTTRESS_NONE;
   count(&r->calls);
+  meter(r, now_ns);
   if (budget != NULL) {
     int rc = buttress_budget_deposit(budget, now_ns);
     if (rc != BUTTRESS_OK) return rc;
@@ -171,9 +183,21 @@ buttress_retry_remaining(const buttress_retry_call *call, int64_t now_ns, int64_
 }
 
 int
-buttress_retry_metrics_get(const buttress_retry *r, buttress_retry_metrics *out)
+buttress_retry_observe(buttress_retry *r, int64_t duration_ns, int64_t now_ns)
+{
+  if (!valid(r) || duration_ns < BUTTRESS_NO_CLOCK || now_ns < BUTTRESS_NO_CLOCK)
+    return BUTTRESS_EINVAL;
+  if (duration_ns >= 0) buttress_histogram_record(&r->latency, duration_ns);
+  meter(r, now_ns);
+  return BUTTRESS_OK;
+}
+
+int
+buttress_retry_metrics_get(buttress_retry *r, int64_t now_ns, buttress_retry_metrics *out)
 {
   if (!valid(r) || out == NULL) return BUTTRESS_EINVAL;
+  memset(out, 0, sizeof *out);
+  meter(r, now_ns);
   out->calls = atomic_load_explicit(&r->calls, memory_order_relaxed);
   out->attempts = atomic_load_explicit(&r->attempts, memory_order_relaxed);
   out->retries = atomic_load_explicit(&r->retries, memory_order_relaxed);
@@ -182,5 +206,7 @@ buttress_retry_metrics_get(const buttress_retry *r, buttress_retry_metrics *out)
   out->giveups_attempts = atomic_load_explicit(&r->giveups_attempts, memory_order_relaxed);
   out->giveups_deadline = atomic_load_explicit(&r->giveups_deadline, memory_order_relaxed);
   out->giveups_budget = atomic_load_explicit(&r->giveups_budget, memory_order_relaxed);
+  out->calls_per_second = buttress__rate_per_second(&r->rate, now_ns, out->calls);
+  buttress_histogram_summary(&r->latency, &out->latency);
   return BUTTRESS_OK;
 }

@@ -40,7 +40,7 @@ build = {
          sources = {
             "bindings/lua/lbuttress.c",
             "core/api.c", "core/backoff.c", "core/breaker.c", "core/budget.c",
-            "core/clock.c", "core/histogram.c", "core/region.c", "core/retry.c",
+            "core/clock.c", "core/histogram.c", "core/rate.c", "core/region.c", "core/retry.c",
             "core/window.c",
          },
          incdirs = { "core", "bindings/lua" },
@@ -52,7 +52,7 @@ build = {
       ["libbuttress"] = {
          sources = {
             "core/api.c", "core/backoff.c", "core/breaker.c", "core/budget.c",
-            "core/clock.c", "core/histogram.c", "core/region.c", "core/retry.c",
+            "core/clock.c", "core/histogram.c", "core/rate.c", "core/region.c", "core/retry.c",
             "core/window.c",
          },
          incdirs = { "core" },

@@ -36,7 +36,7 @@
 
 /* The ABI this module was written for; the core reports its own. */
 #ifndef BUTTRESS_ABI_VERSION
-#define BUTTRESS_ABI_VERSION 1
+#define BUTTRESS_ABI_VERSION 2
 #endif
 
 #define REGION_MT "buttress.region"
@@ -678,6 +678,7 @@ breaker_metrics(lua_State *L)
   lbt_setnum(L, "failure_rate", m.failure_rate);
   lbt_setnum(L, "slow_rate", m.slow_rate);
   lbt_setint(L, "open_until_ns", m.open_until_ns);
+  lbt_setnum(L, "calls_per_second", m.calls_per_second);
   lbt_push_latency(L, &m.latency);
   lua_setfield(L, -2, "latency");
   lua_newtable(L); /* transitions */
@@ -825,9 +826,9 @@ static int
 retry_metrics(lua_State *L)
 {
   buttress_retry_metrics m;
-  int rc = buttress_retry_metrics_get(checkretry(L), &m);
+  int rc = buttress_retry_metrics_get(checkretry(L), lbt_optint64(L, 2, BUTTRESS_NO_CLOCK), &m);
   if (rc != 0) return lbt_fail(L, "metrics", rc);
-  lua_createtable(L, 0, 8);
+  lua_createtable(L, 0, 10);
   lbt_setint(L, "calls", (int64_t)m.calls);
   lbt_setint(L, "attempts", (int64_t)m.attempts);
   lbt_setint(L, "retries", (int64_t)m.retries);
@@ -836,7 +837,20 @@ retry_metrics(lua_State *L)
   lbt_setint(L, "giveups_attempts", (int64_t)m.giveups_attempts);
   lbt_setint(L, "giveups_deadline", (int64_t)m.giveups_deadline);
   lbt_setint(L, "giveups_budget", (int64_t)m.giveups_budget);
+  lbt_setnum(L, "calls_per_second", m.calls_per_second);
+  lbt_push_latency(L, &m.latency);
+  lua_setfield(L, -2, "latency");
   return 1;
+}
+
+/* r:observe(duration_ns, now_ns): a whole call's time, for the metrics. */
+static int
+retry_observe(lua_State *L)
+{
+  int rc = buttress_retry_observe(checkretry(L), lbt_checkint64(L, 2),
+                                  lbt_optint64(L, 3, BUTTRESS_NO_CLOCK));
+  if (rc != 0) return lbt_fail(L, "observe", rc);
+  return 0;
 }
 
 static int
@@ -1076,7 +1090,7 @@ static const luaL_Reg ticket_methods[] = {{NULL, NULL}};
 
 static const luaL_Reg retry_methods[] = {
   {"begin", retry_begin},     {"next", retry_next},
-  {"finish", retry_finish},   {"metrics", retry_metrics},
+  {"finish", retry_finish},   {"metrics", retry_metrics}, {"observe", retry_observe},
   {"config", retry_config},   {NULL, NULL}};
 
 static const luaL_Reg call_methods[] = {

@@ -1325,6 +1325,7 @@ breaker_metrics(BreakerObject *self, PyObject *u)
                    m.state == BUTTRESS_STATE_OPEN ? ns_to_seconds(m.open_until_ns)
                                                   : Py_NewRef(Py_None)) < 0 ||
       dict_set_obj(d, "latency", latency_dict(&m.latency)) < 0 ||
+      dict_set_obj(d, "calls_per_second", PyFloat_FromDouble(m.calls_per_second)) < 0 ||
       dict_set_obj(d, "transitions", Py_NewRef(tr)) < 0 ||
       dict_set_obj(d, "last_transition", Py_NewRef(last)) < 0)
     goto fail;
@@ -1608,17 +1609,21 @@ retry_metrics(RetryObject *self, PyObject *u)
   (void)u;
   if (!retry_ready(self))
     return NULL;
+  int64_t now = now_ns(self->st);
+  if (now == CLOCK_ERROR)
+    return NULL;
   buttress_retry_metrics m;
   memset(&m, 0, sizeof m);
-  buttress_retry_metrics_get(self->r, &m);
+  buttress_retry_metrics_get(self->r, now, &m);
   PyObject *d = Py_BuildValue(
-      "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "calls", (unsigned long long)m.calls,
+      "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:N,s:d}", "calls", (unsigned long long)m.calls,
       "attempts", (unsigned long long)m.attempts, "retries", (unsigned long long)m.retries,
       "successes", (unsigned long long)m.successes, "failures",
       (unsigned long long)m.failures, "giveups_attempts",
       (unsigned long long)m.giveups_attempts, "giveups_deadline",
       (unsigned long long)m.giveups_deadline, "giveups_budget",
-      (unsigned long long)m.giveups_budget);
+      (unsigned long long)m.giveups_budget, "latency", latency_dict(&m.latency),
+      "calls_per_second", m.calls_per_second);
   if (d != NULL) { /* RetryPolicy keeps its name as a Python attribute */
     PyObject *name = PyObject_GetAttrString((PyObject *)self, "name");
     if (name == NULL)

@@ -92,6 +92,11 @@ typedef struct buttress_retry_call {
   uint32_t attempt;
   int32_t reason;
 } buttress_retry_call;
+typedef struct buttress_latency {
+  uint64_t count;
+  int64_t p50_ns, p95_ns, p99_ns, max_ns;
+  double mean_ns;
+} buttress_latency;
 typedef struct buttress_retry_metrics {
   uint64_t calls;
   uint64_t attempts;
@@ -101,6 +106,8 @@ typedef struct buttress_retry_metrics {
   uint64_t giveups_attempts;
   uint64_t giveups_deadline;
   uint64_t giveups_budget;
+  buttress_latency latency;
+  double calls_per_second;
 } buttress_retry_metrics;
 typedef struct buttress_retry buttress_retry;
 void buttress_retry_config_init(buttress_retry_config *cfg);
@@ -121,14 +128,11 @@ int buttress_retry_end(buttress_retry *r, buttress_retry_call *call,
                                     int outcome);
 int buttress_retry_remaining(const buttress_retry_call *call,
                                           int64_t now_ns, int64_t *out_ns);
-int buttress_retry_metrics_get(const buttress_retry *r,
+int buttress_retry_observe(buttress_retry *r, int64_t duration_ns,
+                                        int64_t now_ns);
+int buttress_retry_metrics_get(buttress_retry *r, int64_t now_ns,
                                             buttress_retry_metrics *out);
 typedef struct buttress_histogram buttress_histogram;
-typedef struct buttress_latency {
-  uint64_t count;
-  int64_t p50_ns, p95_ns, p99_ns, max_ns;
-  double mean_ns;
-} buttress_latency;
 size_t buttress_histogram_sizeof(void);
 int buttress_histogram_init(void *mem, size_t size);
 int buttress_histogram_record(buttress_histogram *h, int64_t value_ns);
@@ -180,6 +184,7 @@ typedef struct buttress_breaker_metrics {
   double failure_rate, slow_rate;
   int64_t open_until_ns;
   buttress_latency latency;
+  double calls_per_second;
 } buttress_breaker_metrics;
 typedef struct buttress_breaker buttress_breaker;
 void buttress_breaker_config_init(buttress_breaker_config *cfg);
@@ -201,7 +206,7 @@ int buttress_breaker_disable(buttress_breaker *br, int64_t now_ns,
                                           buttress_ticket *out);
 int buttress_breaker_reset(buttress_breaker *br, int64_t now_ns,
                                         buttress_ticket *out);
-int buttress_breaker_metrics_get(const buttress_breaker *br,
+int buttress_breaker_metrics_get(buttress_breaker *br,
                                               int64_t now_ns,
                                               buttress_breaker_metrics *out);
 typedef struct buttress_region buttress_region;

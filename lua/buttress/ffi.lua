@@ -21,7 +21,7 @@ local os_getenv = os.getenv
 local ceil = math.ceil
 
 -- The ABI this file was written for (the state layouts of the cdef).
-local ABI = 1
+local ABI = 2
 
 -- C declarations live once per LuaJIT VM: a second load of this file (a
 -- test clearing package.loaded, say) must not declare them again.
@@ -574,6 +574,17 @@ Breaker.reset = manual(C.buttress_breaker_reset, "reset")
 
 local ncount = tonumber(C.BUTTRESS_STATE_COUNT)
 
+local function latency_table(l)
+    return {
+        count = tonumber(l.count),
+        p50_ns = tonumber(l.p50_ns),
+        p95_ns = tonumber(l.p95_ns),
+        p99_ns = tonumber(l.p99_ns),
+        max_ns = tonumber(l.max_ns),
+        mean_ns = tonumber(l.mean_ns),
+    }
+end
+
 function Breaker:metrics(nowv)
     local m = bmetrics_t()
     local rc = C.buttress_breaker_metrics_get(self.p, nowv or NO_CLOCK, m)
@@ -590,7 +601,6 @@ function Breaker:metrics(nowv)
             end
         end
     end
-    local l = m.latency
     return {
         calls = tonumber(m.calls),
         successes = tonumber(m.successes),
@@ -610,14 +620,8 @@ function Breaker:metrics(nowv)
         failure_rate = tonumber(m.failure_rate),
         slow_rate = tonumber(m.slow_rate),
         open_until_ns = tonumber(m.open_until_ns),
-        latency = {
-            count = tonumber(l.count),
-            p50_ns = tonumber(l.p50_ns),
-            p95_ns = tonumber(l.p95_ns),
-            p99_ns = tonumber(l.p99_ns),
-            max_ns = tonumber(l.max_ns),
-            mean_ns = tonumber(l.mean_ns),
-        },
+        calls_per_second = tonumber(m.calls_per_second),
+        latency = latency_table(m.latency),
         transitions = tr,
         last_transition_ns = last,
     }
@@ -726,9 +730,17 @@ function Retry:finish(call, outcome)
     return rc
 end
 
-function Retry:metrics()
+-- A whole call's time (NO_CLOCK when untimed), for the metrics.
+function Retry:observe(duration_ns, nowv)
+    local rc = C.buttress_retry_observe(self.p, duration_ns, nowv or NO_CLOCK)
+    if rc ~= 0 then
+        fail("observe", rc)
+    end
+end
+
+function Retry:metrics(nowv)
     local m = rmetrics_t()
-    local rc = C.buttress_retry_metrics_get(self.p, m)
+    local rc = C.buttress_retry_metrics_get(self.p, nowv or NO_CLOCK, m)
     if rc ~= 0 then
         fail("metrics", rc)
     end
@@ -741,6 +753,8 @@ function Retry:metrics()
         giveups_attempts = tonumber(m.giveups_attempts),
         giveups_deadline = tonumber(m.giveups_deadline),
         giveups_budget = tonumber(m.giveups_budget),
+        calls_per_second = tonumber(m.calls_per_second),
+        latency = latency_table(m.latency),
     }
 end
 

@@ -22,11 +22,11 @@ retry_cfg(uint32_t attempts, int64_t deadline)
 }
 
 static buttress_retry_metrics
-retry_metrics(const buttress_retry *r)
+retry_metrics(buttress_retry *r)
 {
   buttress_retry_metrics m;
   memset(&m, 0xff, sizeof m);
-  assert_rc(buttress_retry_metrics_get(r, &m), 0);
+  assert_rc(buttress_retry_metrics_get(r, BUTTRESS_NO_CLOCK, &m), 0);
   return m;
 }
 
@@ -473,7 +473,7 @@ test_caller_errors(void **state)
   assert_rc(buttress_retry_next(r, NULL, NULL, BUTTRESS_NONE, T0), BUTTRESS_EINVAL);
   assert_rc(buttress_retry_remaining(NULL, T0, &out), BUTTRESS_EINVAL);
   assert_rc(buttress_retry_remaining(&call, T0, NULL), BUTTRESS_EINVAL);
-  assert_rc(buttress_retry_metrics_get(r, NULL), BUTTRESS_EINVAL);
+  assert_rc(buttress_retry_metrics_get(r, BUTTRESS_NO_CLOCK, NULL), BUTTRESS_EINVAL);
   assert_rc(buttress_retry_get_config(NULL, &cfg), BUTTRESS_EINVAL);
   free(r);
 }

@@ -1105,7 +1105,7 @@ step_retry(struct run *ru)
   case OP_METRIC: {
     buttress_retry_metrics m;
     memset(&m, 0, sizeof m);
-    rc = buttress_retry_metrics_get(ru->rt, &m);
+    rc = buttress_retry_metrics_get(ru->rt, BUTTRESS_NO_CLOCK, &m);
     if (rc)
       return mismatch(ru, "metrics_get returned %s", buttress_errname(rc));
     uint64_t v = 0;

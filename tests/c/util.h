@@ -197,7 +197,7 @@ breaker_call(buttress_breaker *br, int64_t now, int outcome)
 }
 
 static inline buttress_breaker_metrics
-breaker_metrics(const buttress_breaker *br, int64_t now)
+breaker_metrics(buttress_breaker *br, int64_t now)
 {
   buttress_breaker_metrics m;
   memset(&m, 0, sizeof m);

@@ -1588,7 +1588,7 @@ static void
 check_retry_metrics(void)
 {
   buttress_retry_metrics x;
-  CHECK_RC(buttress_retry_metrics_get(W.rt, &x), 0);
+  CHECK_RC(buttress_retry_metrics_get(W.rt, BUTTRESS_NO_CLOCK, &x), 0);
   const rmodel *r = &W.rm;
   CHECK(x.calls == r->calls && x.attempts == r->attempts && x.retries == r->retries &&
           x.successes == r->successes && x.failures == r->failures &&

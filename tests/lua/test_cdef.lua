@@ -43,7 +43,7 @@ T.test("cdef: the generated block is plain C (no BUTTRESS_API, no macros)", func
 end)
 
 T.test("abi: the loaded core reports the ABI the binding was written for", function()
-    T.eq(b.core.abi, 1)
+    T.eq(b.core.abi, 2)
 end)
 
 if T.jit then
