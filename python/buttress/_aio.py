@@ -69,6 +69,15 @@ async def _fallback(run: Any, exc: BaseException, args: tuple[Any, ...],
     return value
 
 
+def _need_task() -> None:
+    """asyncio.timeout() needs the running task.  Without one it would raise
+    inside the attempt, where the error would count as a failed attempt
+    (and a breaker failure) and be retried: say so at once instead."""
+    if asyncio.current_task() is None:  # RuntimeError too when no loop runs
+        raise RuntimeError("timeout= needs an asyncio task: await the call from a "
+                           "coroutine that asyncio runs (asyncio.run, create_task)")
+
+
 async def run_once(run: Any, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any], timeout: Optional[float]) -> Any:
     """Drive one call: attempts, sleeps, fallback.  `run` is a RetryCall;
@@ -123,6 +132,7 @@ def wrap(fn: Any, policy: Any, breaker: Any, timeout: Optional[float]) -> Any:
 
     if timeout is not None:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _need_task()  # before begin(): nothing counted, no attempt made
             return await run_once(begin(), fn, args, kwargs, timeout)
     elif fused is not None:
         # run_once without the timeout, inlined: one coroutine level less.
