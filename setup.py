@@ -64,6 +64,11 @@ setup(
     packages=["buttress"],
     package_data={"buttress": ["py.typed", "*.pyi"]},
     ext_modules=[core],
+    # Optional exporters (buttress.metrics); nothing is required at run time.
+    extras_require={
+        "prometheus": ["prometheus_client"],
+        "otel": ["opentelemetry-api"],
+    },
     zip_safe=False,
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -34,6 +34,46 @@
 #define HOT static inline
 #endif
 
+/* ---------------------------------------------------- latency sampling */
+
+/* Timing a call costs two clock reads, as much again as the rest of the
+ * success path, so calls that need no clock (no slow-call rule, no time
+ * window, no deadline) are timed for a random sample only: about one in
+ * SAMPLE_EVERY, the gaps drawn uniformly from 1 .. 2*SAMPLE_EVERY-1 so that
+ * no periodic workload lines up with them.  docs/observability.md states
+ * the percentile error this gives. */
+#define SAMPLE_EVERY 16
+
+typedef struct {
+  uint32_t countdown; /* calls until the next timed one; 0 = first call */
+  uint32_t rng;       /* xorshift32 state, never 0 */
+} sampler_t;
+
+static uint32_t sampler_serial;
+
+static void
+sampler_init(sampler_t *s)
+{
+  /* distinct, reproducible streams: tests see the same sample each run */
+  s->rng = (++sampler_serial * 0x9e3779b9u) | 1u;
+  s->countdown = 1;
+}
+
+/* 1 when this call is to be timed.  Runs under the GIL. */
+HOT int
+sample_now(sampler_t *s)
+{
+  if (--s->countdown != 0)
+    return 0;
+  uint32_t x = s->rng;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  s->rng = x;
+  s->countdown = 1 + x % (2 * SAMPLE_EVERY - 1);
+  return 1;
+}
+
 /* ------------------------------------------------------------ state */
 
 typedef struct {
@@ -41,6 +81,8 @@ typedef struct {
   PyTypeObject *retry_type, *call_type, *wrapper_type, *retry_state_type, *await_type;
   PyObject *ButtressError, *CircuitOpenError, *RetryExhausted,
       *DeadlineExceeded;
+  PyTypeObject *region_type; /* shared-memory regions (the Region section) */
+  PyObject *RegionError;
   PyObject *state_names[BUTTRESS_STATE_COUNT];
   PyObject *deadline_var;    /* ContextVar: innermost absolute deadline, ns */
   PyObject *clock;           /* test hook: () -> int ns, or NULL */
@@ -154,8 +196,13 @@ static int64_t
 seconds_to_ns(PyObject *v, const char *what)
 {
   double s = PyFloat_AsDouble(v);
-  if (s == -1.0 && PyErr_Occurred())
+  if (s == -1.0 && PyErr_Occurred()) {
+    if (PyErr_ExceptionMatches(PyExc_TypeError)) { /* name the parameter */
+      PyErr_Clear();
+      PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, got %R", what, v);
+    }
     return -1;
+  }
   if (!(s >= 0) || !isfinite(s) || s * 1e9 > (double)BUTTRESS_MAX_DURATION_NS) {
     PyErr_Format(PyExc_ValueError, "%s must be a finite number of seconds >= 0, got %R",
                  what, v);
@@ -183,6 +230,457 @@ exc_matches(PyObject *spec, int pred, PyObject *exc, int on_error)
   }
   return truth;
 }
+
+/* ------------------------------------------------------------ Region */
+
+/* A shared-memory region (core/region.c) and the breakers and budgets
+ * placed in it.  Each breaker or budget in a region holds a reference to
+ * its Region object and counts as one of its `users`: the mapping stays
+ * until the last of them is gone, even after close() or after the Region
+ * object itself has been dropped by the user. */
+
+typedef struct {
+  PyObject_HEAD
+  modstate *st;
+  buttress_region *r; /* NULL: not opened yet, or unmapped */
+  PyObject *name;     /* str, or NULL for an anonymous region */
+  Py_ssize_t users;   /* breakers and budgets of this process placed in it */
+  int closed;         /* close() was called: nothing new is placed in it */
+} RegionObject;
+
+static PyObject *
+region_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+{
+  (void)args;
+  (void)kw;
+  RegionObject *self = (RegionObject *)tp->tp_alloc(tp, 0);
+  if (self != NULL)
+    self->st = state_of_type(tp);
+  return (PyObject *)self;
+}
+
+static void
+region_unmap(RegionObject *self)
+{
+  if (self->r != NULL) {
+    buttress_region_close(self->r);
+    self->r = NULL;
+  }
+}
+
+static int
+region_traverse(RegionObject *self, visitproc visit, void *arg)
+{
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(self->name);
+  return 0;
+}
+
+static void
+region_dealloc(RegionObject *self)
+{
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  /* users hold references: none is left when this runs */
+  region_unmap(self);
+  Py_CLEAR(self->name);
+  tp->tp_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+static PyObject *
+region_label(RegionObject *self)
+{
+  return self->name ? PyObject_Repr(self->name) : PyUnicode_FromString("(anonymous)");
+}
+
+/* Raise RegionError(errno, msg), or RegionError(msg) when err is 0.
+ * Steals msg (may be NULL: an error is then already set). */
+static void
+raise_region_error(modstate *st, int err, PyObject *msg)
+{
+  if (msg == NULL)
+    return;
+  PyObject *exc = err ? PyObject_CallFunction(st->RegionError, "iO", err, msg)
+                      : PyObject_CallOneArg(st->RegionError, msg);
+  Py_DECREF(msg);
+  if (exc != NULL) {
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+  }
+}
+
+/* _open(name_or_None, size, create, mode): map the region.  The Python
+ * layer has checked the arguments and named them; this is the backstop. */
+static PyObject *
+region_open(RegionObject *self, PyObject *args)
+{
+  PyObject *name;
+  Py_ssize_t size;
+  int create, mode;
+  if (!PyArg_ParseTuple(args, "Onpi:_open", &name, &size, &create, &mode))
+    return NULL;
+  if (self->r != NULL || self->closed) {
+    PyErr_SetString(PyExc_RuntimeError, "Region already opened");
+    return NULL;
+  }
+  if (name != Py_None && !PyUnicode_Check(name)) {
+    PyErr_Format(PyExc_TypeError, "name must be a str or None, got %R", name);
+    return NULL;
+  }
+  if (size < 0 || mode < 0 || mode > 0777) {
+    PyErr_Format(PyExc_ValueError, "bad region size %zd or mode %o", size, mode);
+    return NULL;
+  }
+  const char *cname = NULL;
+  if (name != Py_None) {
+    Py_ssize_t n;
+    cname = PyUnicode_AsUTF8AndSize(name, &n);
+    if (cname == NULL)
+      return NULL;
+    if ((size_t)n != strlen(cname)) {
+      PyErr_SetString(PyExc_ValueError, "region name must not contain NUL characters");
+      return NULL;
+    }
+  }
+  buttress_region *r = NULL;
+  int rc, err = 0;
+  /* Attaching may wait for a creator still formatting the region. */
+  Py_BEGIN_ALLOW_THREADS
+  if (cname == NULL)
+    rc = buttress_region_anonymous((size_t)size, &r);
+  else
+    rc = buttress_region_open(cname, (size_t)size, create ? BUTTRESS_REGION_CREATE : 0,
+                              (uint32_t)mode, &r);
+  err = errno;
+  Py_END_ALLOW_THREADS
+  if (rc == BUTTRESS_OK) {
+    self->r = r;
+    self->name = cname ? Py_NewRef(name) : NULL;
+    Py_RETURN_NONE;
+  }
+  switch (rc) {
+  case BUTTRESS_ENAMETOOLONG:
+    PyErr_Format(PyExc_ValueError, "region name is too long (at most %d bytes): %R",
+                 BUTTRESS_REGION_NAME_MAX, name);
+    break;
+  case BUTTRESS_EINVAL:
+    PyErr_Format(PyExc_ValueError,
+                 "bad region: the name must be '/name' (one leading slash, no other) "
+                 "and the size at least %d bytes; got name %R, size %zd",
+                 BUTTRESS_REGION_MIN_SIZE, name, size);
+    break;
+  case BUTTRESS_ENOENT:
+    errno = ENOENT;
+    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+    break;
+  case BUTTRESS_EABI:
+    raise_region_error(
+        self->st, 0,
+        PyUnicode_FromFormat("%R is not a buttress region of this version (ABI %d): "
+                             "its header has another magic number, ABI version or "
+                             "size.  If it is stale, remove it with "
+                             "buttress.unlink_region(%R)",
+                             name, buttress_abi_version(), name));
+    break;
+  case BUTTRESS_ESYS:
+    errno = err;
+    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name == Py_None ? NULL : name);
+    break;
+  default:
+    raise_core(rc, "region open");
+  }
+  return NULL;
+}
+
+/* Take the region for a new breaker or budget: checks it, counts one more
+ * user.  NULL with an error set when it cannot be used. */
+static RegionObject *
+region_acquire(modstate *st, PyObject *obj, const char *kind)
+{
+  if (!PyObject_TypeCheck(obj, st->region_type)) {
+    PyErr_Format(PyExc_TypeError, "shared must be a buttress.Region or None, got %R", obj);
+    return NULL;
+  }
+  RegionObject *reg = (RegionObject *)obj;
+  if (reg->closed || reg->r == NULL) {
+    PyErr_Format(PyExc_ValueError, "shared: the region is %s: no %s can be placed in it",
+                 reg->closed ? "closed" : "not open", kind);
+    return NULL;
+  }
+  reg->users++;
+  return (RegionObject *)Py_NewRef(obj);
+}
+
+/* A breaker or budget that was placed in the region is gone.  Steals the
+ * reference taken by region_acquire. */
+static void
+region_release(RegionObject *reg)
+{
+  if (reg == NULL)
+    return;
+  if (--reg->users == 0 && reg->closed)
+    region_unmap(reg);
+  Py_DECREF(reg);
+}
+
+/* The error of buttress_region_breaker / _budget for the object `name`. */
+static void
+raise_attach(RegionObject *reg, int rc, const char *kind, PyObject *name)
+{
+  PyObject *k = PyUnicode_FromString(kind);
+  if (k == NULL)
+    return;
+  switch (rc) {
+  case BUTTRESS_ECONFIG:
+    PyErr_Format(PyExc_ValueError,
+                 "%U %R already exists in the shared region with a different "
+                 "configuration (or the name holds another kind of object): every "
+                 "process must create it with the same settings",
+                 k, name);
+    break;
+  case BUTTRESS_ENOSPC: {
+    uint64_t size = 0, used = 0;
+    uint32_t slots = 0;
+    buttress_region_info(reg->r, &size, &used, &slots);
+    PyObject *label = region_label(reg);
+    if (label != NULL)
+      raise_region_error(
+          reg->st, ENOSPC,
+          PyUnicode_FromFormat("region %U is full: no room for %U %R (%llu of %llu "
+                               "bytes and %u of %d slots in use); nothing was changed.  "
+                               "Give the region a larger size",
+                               label, k, name, (unsigned long long)used,
+                               (unsigned long long)size, (unsigned)slots,
+                               BUTTRESS_REGION_SLOTS));
+    Py_XDECREF(label);
+    break;
+  }
+  case BUTTRESS_EBUSY: {
+    PyObject *label = region_label(reg);
+    if (label != NULL)
+      raise_region_error(
+          reg->st, EBUSY,
+          PyUnicode_FromFormat("region %U: %U %R is being created by another process "
+                               "that has not finished (one that died doing so counts "
+                               "until it is reaped); try again",
+                               label, k, name));
+    Py_XDECREF(label);
+    break;
+  }
+  case BUTTRESS_ENAMETOOLONG:
+    PyErr_Format(PyExc_ValueError,
+                 "name of a shared %U is too long (at most %d bytes in UTF-8): %R", k,
+                 BUTTRESS_SLOT_NAME_MAX, name);
+    break;
+  default:
+    raise_core(rc, kind);
+  }
+  Py_DECREF(k);
+}
+
+/* The UTF-8 name of a shared object, checked; NULL with an error set. */
+static const char *
+slot_name(PyObject *name, const char *kind)
+{
+  if (!PyUnicode_Check(name)) {
+    PyErr_Format(PyExc_TypeError, "a shared %s needs a str name, got %R", kind, name);
+    return NULL;
+  }
+  Py_ssize_t n;
+  const char *s = PyUnicode_AsUTF8AndSize(name, &n);
+  if (s == NULL)
+    return NULL;
+  if (n == 0 || (size_t)n != strlen(s)) {
+    PyErr_Format(PyExc_ValueError,
+                 "the name of a shared %s must be non-empty, without NUL characters: %R",
+                 kind, name);
+    return NULL;
+  }
+  return s;
+}
+
+/* Find or create the breaker `name` in the region.  *out points into the
+ * mapping; the returned reference (and user count) belong to the caller. */
+static RegionObject *
+region_place_breaker(modstate *st, PyObject *shared, PyObject *name,
+                     const buttress_breaker_config *cfg, buttress_breaker **out)
+{
+  const char *cname = slot_name(name, "circuit breaker");
+  if (cname == NULL)
+    return NULL;
+  RegionObject *reg = region_acquire(st, shared, "circuit breaker");
+  if (reg == NULL)
+    return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = buttress_region_breaker(reg->r, cname, cfg, out, NULL);
+  Py_END_ALLOW_THREADS
+  if (rc != BUTTRESS_OK) {
+    raise_attach(reg, rc, "circuit breaker", name);
+    region_release(reg);
+    return NULL;
+  }
+  return reg;
+}
+
+static RegionObject *
+region_place_budget(modstate *st, PyObject *shared, PyObject *name,
+                    const buttress_budget_config *cfg, buttress_budget **out)
+{
+  const char *cname = slot_name(name, "retry budget");
+  if (cname == NULL)
+    return NULL;
+  RegionObject *reg = region_acquire(st, shared, "retry budget");
+  if (reg == NULL)
+    return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = buttress_region_budget(reg->r, cname, cfg, out, NULL);
+  Py_END_ALLOW_THREADS
+  if (rc != BUTTRESS_OK) {
+    raise_attach(reg, rc, "retry budget", name);
+    region_release(reg);
+    return NULL;
+  }
+  return reg;
+}
+
+static PyObject *
+region_info(RegionObject *self, PyObject *u)
+{
+  (void)u;
+  if (self->r == NULL) {
+    PyErr_SetString(PyExc_ValueError, self->closed ? "the region is closed"
+                                                   : "the region is not open");
+    return NULL;
+  }
+  uint64_t size = 0, used = 0;
+  uint32_t slots = 0;
+  int rc = buttress_region_info(self->r, &size, &used, &slots);
+  if (rc != 0) {
+    raise_core(rc, "region info");
+    return NULL;
+  }
+  return Py_BuildValue("{s:O,s:K,s:K,s:I,s:i,s:n}", "name",
+                       self->name ? self->name : Py_None, "size", (unsigned long long)size,
+                       "used", (unsigned long long)used, "slots_used", (unsigned)slots,
+                       "slots", BUTTRESS_REGION_SLOTS, "users", self->users);
+}
+
+/* close(): no new objects; the mapping goes when the last user does. */
+static PyObject *
+region_close(RegionObject *self, PyObject *u)
+{
+  (void)u;
+  self->closed = 1;
+  if (self->users == 0)
+    region_unmap(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *
+region_unlink(RegionObject *self, PyObject *u)
+{
+  (void)u;
+  if (self->name == NULL)
+    Py_RETURN_FALSE; /* anonymous: no name to remove */
+  const char *cname = PyUnicode_AsUTF8(self->name);
+  if (cname == NULL)
+    return NULL;
+  int rc = buttress_region_unlink(cname);
+  if (rc == BUTTRESS_OK)
+    Py_RETURN_TRUE;
+  if (rc == BUTTRESS_ENOENT)
+    Py_RETURN_FALSE;
+  PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->name);
+  return NULL;
+}
+
+static PyObject *
+region_get_name(RegionObject *self, void *c)
+{
+  (void)c;
+  return Py_NewRef(self->name ? self->name : Py_None);
+}
+
+static PyObject *
+region_get_closed(RegionObject *self, void *c)
+{
+  (void)c;
+  return PyBool_FromLong(self->closed || self->r == NULL);
+}
+
+static PyObject *
+region_get_size(RegionObject *self, void *c)
+{
+  (void)c;
+  uint64_t size = 0;
+  if (self->r == NULL || buttress_region_info(self->r, &size, NULL, NULL) != 0)
+    Py_RETURN_NONE;
+  return PyLong_FromUnsignedLongLong(size);
+}
+
+/* unlink_region(name) -> bool: remove a named region's name (True), or
+ * False when there is none.  Processes that have it mapped keep it. */
+static PyObject *
+mod_unlink_region(PyObject *m, PyObject *name)
+{
+  (void)m;
+  if (!PyUnicode_Check(name)) {
+    PyErr_Format(PyExc_TypeError, "name must be a str, got %R", name);
+    return NULL;
+  }
+  const char *cname = PyUnicode_AsUTF8(name);
+  if (cname == NULL)
+    return NULL;
+  int rc = buttress_region_unlink(cname);
+  if (rc == BUTTRESS_OK)
+    Py_RETURN_TRUE;
+  if (rc == BUTTRESS_ENOENT)
+    Py_RETURN_FALSE;
+  if (rc == BUTTRESS_ESYS) {
+    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+    return NULL;
+  }
+  PyErr_Format(PyExc_ValueError,
+               "bad region name %R: '/name' expected (one leading slash, no other, at "
+               "most %d bytes)",
+               name, BUTTRESS_REGION_NAME_MAX);
+  return NULL;
+}
+
+static PyMethodDef region_methods[] = {
+    {"_open", (PyCFunction)region_open, METH_VARARGS, NULL},
+    {"info", (PyCFunction)region_info, METH_NOARGS,
+     "info() -> dict: name, size, used (bytes), slots_used, slots, users (breakers "
+     "and budgets of this process placed in it)."},
+    {"close", (PyCFunction)region_close, METH_NOARGS,
+     "Place nothing more in the region; this process's mapping is removed once no "
+     "breaker or budget of this process uses it.  Other processes are unaffected."},
+    {"unlink", (PyCFunction)region_unlink, METH_NOARGS,
+     "Remove the region's name (True), or False when it is already gone or the "
+     "region is anonymous.  Processes that have it mapped keep using it."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef region_getset[] = {
+    {"name", (getter)region_get_name, NULL, "'/name', or None when anonymous", NULL},
+    {"closed", (getter)region_get_closed, NULL, "close() was called (or never opened)",
+     NULL},
+    {"size", (getter)region_get_size, NULL, "bytes mapped (None once unmapped)", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot region_slots[] = {
+    {Py_tp_new, region_new},
+    {Py_tp_dealloc, region_dealloc},
+    {Py_tp_traverse, region_traverse},
+    {Py_tp_methods, region_methods},
+    {Py_tp_getset, region_getset},
+    {0, NULL}};
+
+static PyType_Spec region_spec = {
+    "buttress._core.Region", sizeof(RegionObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, region_slots};
 
 /* ------------------------------------------------------------ Backoff */
 
@@ -476,6 +974,7 @@ typedef struct {
   PyObject_HEAD
   modstate *st;
   buttress_budget *b;
+  RegionObject *region; /* the region b lives in, or NULL: b is ours to free */
 } BudgetObject;
 
 static PyObject *
@@ -489,14 +988,37 @@ budget_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
   return (PyObject *)self;
 }
 
+/* Let go of the state: free it, or leave it to the region. */
+static void
+budget_drop(BudgetObject *self)
+{
+  if (self->region != NULL) {
+    RegionObject *reg = self->region;
+    self->region = NULL;
+    self->b = NULL;
+    region_release(reg);
+  } else {
+    free(self->b);
+    self->b = NULL;
+  }
+}
+
 static void
 budget_dealloc(BudgetObject *self)
 {
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
-  free(self->b);
+  budget_drop(self);
   tp->tp_free((PyObject *)self);
   Py_DECREF(tp);
+}
+
+static int
+budget_traverse(BudgetObject *self, visitproc visit, void *arg)
+{
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(self->region);
+  return 0;
 }
 
 static PyObject *
@@ -505,14 +1027,26 @@ budget_configure(BudgetObject *self, PyObject *args)
   buttress_budget_config cfg;
   buttress_budget_config_init(&cfg);
   long long window_ns;
-  if (!PyArg_ParseTuple(args, "ddL:_configure", &cfg.ratio, &cfg.min_per_second,
-                        &window_ns))
+  PyObject *name = Py_None, *shared = Py_None;
+  if (!PyArg_ParseTuple(args, "ddL|OO:_configure", &cfg.ratio, &cfg.min_per_second,
+                        &window_ns, &name, &shared))
     return NULL;
   cfg.window_ns = window_ns;
   int rc = buttress_budget_config_check(&cfg);
   if (rc != 0) {
     raise_core(rc, "bad retry budget configuration");
     return NULL;
+  }
+  if (shared != Py_None) {
+    /* In a region: found by name, or made there by the first process. */
+    buttress_budget *sb = NULL;
+    RegionObject *reg = region_place_budget(self->st, shared, name, &cfg, &sb);
+    if (reg == NULL)
+      return NULL;
+    budget_drop(self);
+    self->b = sb;
+    self->region = reg;
+    Py_RETURN_NONE;
   }
   buttress_budget *b = alloc_block(buttress_budget_sizeof());
   if (b == NULL)
@@ -523,7 +1057,7 @@ budget_configure(BudgetObject *self, PyObject *args)
     raise_core(rc, "budget init");
     return NULL;
   }
-  free(self->b);
+  budget_drop(self);
   self->b = b;
   Py_RETURN_NONE;
 }
@@ -595,7 +1129,7 @@ static PyMethodDef budget_methods[] = {
 static PyType_Slot budget_slots[] = {
     {Py_tp_new, budget_new},
     {Py_tp_dealloc, budget_dealloc},
-    {Py_tp_traverse, backoff_traverse},
+    {Py_tp_traverse, budget_traverse},
     {Py_tp_methods, budget_methods},
     {0, NULL}};
 
@@ -616,6 +1150,8 @@ typedef struct {
   PyObject *fallback;
   PyObject *tickets; /* ContextVar: the `with` stack, (ticket, rest) pairs */
   int on_pred, exclude_pred;
+  RegionObject *region; /* the region br lives in, or NULL: br is ours to free */
+  sampler_t sampler;    /* which untimed calls to time anyway */
 } BreakerObject;
 
 typedef struct {
@@ -632,8 +1168,10 @@ breaker_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
   (void)args;
   (void)kw;
   BreakerObject *self = (BreakerObject *)tp->tp_alloc(tp, 0);
-  if (self != NULL)
+  if (self != NULL) {
     self->st = state_of_type(tp);
+    sampler_init(&self->sampler);
+  }
   return (PyObject *)self;
 }
 
@@ -647,6 +1185,7 @@ breaker_traverse(BreakerObject *self, visitproc visit, void *arg)
   Py_VISIT(self->exclude);
   Py_VISIT(self->fallback);
   Py_VISIT(self->tickets);
+  Py_VISIT(self->region); /* kept until dealloc: br points into it */
   return 0;
 }
 
@@ -668,7 +1207,10 @@ breaker_dealloc(BreakerObject *self)
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
   breaker_clear(self);
-  free(self->br);
+  if (self->region != NULL)
+    region_release(self->region); /* the region keeps the state */
+  else
+    free(self->br);
   tp->tp_free((PyObject *)self);
   Py_DECREF(tp);
 }
@@ -718,10 +1260,10 @@ get_double(PyObject *d, const char *key, double *out)
 static PyObject *
 breaker_configure(BreakerObject *self, PyObject *args)
 {
-  PyObject *name, *cfgd, *on, *exclude, *fallback;
+  PyObject *name, *cfgd, *on, *exclude, *fallback, *shared = Py_None;
   int on_pred, exclude_pred;
-  if (!PyArg_ParseTuple(args, "UO!OpOpO:_configure", &name, &PyDict_Type, &cfgd, &on,
-                        &on_pred, &exclude, &exclude_pred, &fallback))
+  if (!PyArg_ParseTuple(args, "UO!OpOpO|O:_configure", &name, &PyDict_Type, &cfgd, &on,
+                        &on_pred, &exclude, &exclude_pred, &fallback, &shared))
     return NULL;
   if (self->br != NULL) {
     PyErr_SetString(PyExc_RuntimeError, "breaker already configured");
@@ -756,25 +1298,38 @@ breaker_configure(BreakerObject *self, PyObject *args)
     raise_core(rc, "bad circuit breaker configuration");
     return NULL;
   }
-  size_t size = buttress_breaker_sizeof(&c);
-  buttress_breaker *br = alloc_block(size);
-  if (br == NULL)
-    return NULL;
-  rc = buttress_breaker_init(br, size, &c);
-  if (rc != 0) {
-    free(br);
-    raise_core(rc, "breaker init");
-    return NULL;
+  buttress_breaker *br = NULL;
+  RegionObject *region = NULL;
+  if (shared != Py_None) {
+    /* In a region: found by name, or made there by the first process. */
+    region = region_place_breaker(self->st, shared, name, &c, &br);
+    if (region == NULL)
+      return NULL;
+  } else {
+    size_t size = buttress_breaker_sizeof(&c);
+    br = alloc_block(size);
+    if (br == NULL)
+      return NULL;
+    rc = buttress_breaker_init(br, size, &c);
+    if (rc != 0) {
+      free(br);
+      raise_core(rc, "breaker init");
+      return NULL;
+    }
   }
   PyObject *message = PyUnicode_FromFormat("circuit breaker %R is open", name);
   PyObject *tickets = PyContextVar_New("buttress.breaker_tickets", NULL);
   if (message == NULL || tickets == NULL) {
     Py_XDECREF(message);
     Py_XDECREF(tickets);
-    free(br);
+    if (region != NULL)
+      region_release(region);
+    else
+      free(br);
     return NULL;
   }
   self->br = br;
+  self->region = region;
   self->name = Py_NewRef(name);
   self->message = message;
   self->tickets = tickets;
@@ -852,6 +1407,8 @@ guard_allow(BreakerObject *b, buttress_ticket *t, int64_t *start)
   if (t->from != BUTTRESS_STATE_NONE)
     fire_transition(b, t->from, t->to);
   if (rc == 0) {
+    if (!(t->flags & BUTTRESS_TICKET_TIMED) && sample_now(&b->sampler))
+      t->flags |= BUTTRESS_TICKET_TIMED; /* record() then reads the clock */
     if (t->flags & BUTTRESS_TICKET_TIMED) {
       if (now == NO_CLOCK)
         now = now_ns(b->st);
@@ -1458,6 +2015,7 @@ typedef struct {
   PyObject *before_sleep;
   PyObject *retry_after;
   PyObject *sleep;
+  sampler_t sampler;    /* which untimed calls to time anyway */
 } RetryObject;
 
 static PyObject *
@@ -1466,8 +2024,10 @@ retry_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
   (void)args;
   (void)kw;
   RetryObject *self = (RetryObject *)tp->tp_alloc(tp, 0);
-  if (self != NULL)
+  if (self != NULL) {
     self->st = state_of_type(tp);
+    sampler_init(&self->sampler);
+  }
   return (PyObject *)self;
 }
 
@@ -1662,6 +2222,7 @@ typedef struct {
   buttress_retry_call call;
   buttress_ticket t;
   int64_t start_ns;
+  int64_t call_start_ns; /* the whole call's start when timed, else NO_CLOCK */
   int holding;     /* a breaker ticket is out */
   int fallback_ok; /* the error at hand is one the breaker's fallback replaces */
   int ended;
@@ -1679,6 +2240,7 @@ run_init(run_t *rs, modstate *st, RetryObject *r, BreakerObject *b)
   rs->ended = 0;
   rs->token = NULL;
   rs->start_ns = NO_CLOCK;
+  rs->call_start_ns = NO_CLOCK;
   /* begin() fills the rest; these are read even when there is no retry */
   rs->call.deadline_ns = NONE_NS;
   rs->call.delay_ns = 0;
@@ -1702,6 +2264,8 @@ outer_deadline(modstate *st)
     return CLOCK_ERROR;
   return d;
 }
+
+static void retry_event(run_t *rs, int is_retry, PyObject *what);
 
 static void
 raise_deadline(modstate *st)
@@ -1731,6 +2295,7 @@ run_begin(run_t *rs)
   }
   if (rc == BUTTRESS_DEADLINE) {
     rs->ended = 1;
+    retry_event(rs, 0, NULL); /* a give-up like any other, with no attempt */
     raise_deadline(st);
     return -1;
   }
@@ -1738,6 +2303,13 @@ run_begin(run_t *rs)
     rs->ended = 1;
     raise_core(rc, "retry begin");
     return -1;
+  }
+  if (rs->call.started_ns >= 0) {
+    rs->call_start_ns = rs->call.started_ns; /* read for the deadline anyway */
+  } else if (sample_now(&r->sampler)) {
+    rs->call_start_ns = now_ns(st);
+    if (rs->call_start_ns == CLOCK_ERROR)
+      return -1;
   }
   int64_t d = rs->call.deadline_ns;
   if (d >= 0 && (outer < 0 || d < outer)) {
@@ -1825,15 +2397,21 @@ retry_event(run_t *rs, int is_retry, PyObject *what)
       return;
     }
   }
+  static const char *why[] = {"", "", "attempts", "deadline", "budget"};
+  int code = rs->call.reason;
   PyObject *attempt = PyLong_FromUnsignedLong(rs->call.attempt);
   PyObject *delay = PyFloat_FromDouble((double)rs->call.delay_ns / 1e9);
+  PyObject *reason = is_retry || code < 2 || code > 4 ? Py_NewRef(Py_None)
+                                                      : PyUnicode_FromString(why[code]);
   PyObject *r = NULL;
-  if (attempt != NULL && delay != NULL) {
-    PyObject *args[5] = {kind, (PyObject *)rs->r, attempt, delay, what ? what : Py_None};
-    r = PyObject_Vectorcall(st->event_hook, args, 5, NULL);
+  if (attempt != NULL && delay != NULL && reason != NULL) {
+    PyObject *args[6] = {kind, (PyObject *)rs->r, attempt, delay, what ? what : Py_None,
+                         reason};
+    r = PyObject_Vectorcall(st->event_hook, args, 6, NULL);
   }
   Py_XDECREF(attempt);
   Py_XDECREF(delay);
+  Py_XDECREF(reason);
   if (r == NULL)
     PyErr_WriteUnraisable(st->event_hook);
   Py_XDECREF(r);
@@ -1992,6 +2570,16 @@ run_close_slow(run_t *rs)
       PyErr_Clear(); /* reset from another context: nothing to restore */
     Py_CLEAR(rs->token);
   }
+  if (rs->call_start_ns >= 0 && rs->r != NULL) {
+    /* a timed call: its whole length, retries and sleeps included */
+    int64_t now = now_ns(rs->st);
+    if (now == CLOCK_ERROR)
+      PyErr_WriteUnraisable((PyObject *)rs->r);
+    else
+      buttress_retry_observe(rs->r->r, now >= rs->call_start_ns ? now - rs->call_start_ns : 0,
+                             now);
+    rs->call_start_ns = NO_CLOCK;
+  }
   if (saved != NULL)
     restore_exc(saved);
 }
@@ -1999,7 +2587,7 @@ run_close_slow(run_t *rs)
 static inline void
 run_close(run_t *rs)
 {
-  if (rs->holding || rs->token != NULL)
+  if (rs->holding || rs->token != NULL || rs->call_start_ns >= 0)
     run_close_slow(rs);
 }
 
@@ -3324,6 +3912,8 @@ static PyMethodDef mod_methods[] = {
     {"jitter_parse", mod_jitter_parse, METH_O, NULL},
     {"strerror", mod_strerror, METH_O, NULL},
     {"defaults", mod_defaults, METH_NOARGS, "The library defaults, from the C core."},
+    {"unlink_region", mod_unlink_region, METH_O,
+     "unlink_region(name) -> bool: remove a named region's name."},
     {NULL, NULL, 0, NULL}};
 
 static PyStructSequence_Field retry_state_fields[] = {
@@ -3374,7 +3964,8 @@ core_exec(PyObject *m)
       add_type(m, &st->retry_type, &retry_spec, NULL) < 0 ||
       add_type(m, &st->call_type, &call_spec, NULL) < 0 ||
       add_type(m, &st->wrapper_type, &wrapper_spec, NULL) < 0 ||
-      add_type(m, &st->await_type, &await_spec, NULL) < 0)
+      add_type(m, &st->await_type, &await_spec, NULL) < 0 ||
+      add_type(m, &st->region_type, &region_spec, NULL) < 0)
     return -1;
   st->retry_state_type = PyStructSequence_NewType(&retry_state_desc);
   if (st->retry_state_type == NULL ||
@@ -3414,6 +4005,17 @@ core_exec(PyObject *m)
               "An inherited deadline had passed before the first attempt.", bases, NULL);
   Py_DECREF(bases);
   if (st->DeadlineExceeded == NULL)
+    return -1;
+  bases = PyTuple_Pack(2, st->ButtressError, PyExc_OSError);
+  if (bases == NULL)
+    return -1;
+  st->RegionError = new_exc(
+      m, "buttress.RegionError",
+      "A shared-memory region cannot be used: full, busy, or not a buttress "
+      "region of this version.  An OSError; .errno is ENOSPC, EBUSY or None.",
+      bases, NULL);
+  Py_DECREF(bases);
+  if (st->RegionError == NULL)
     return -1;
 
   for (int i = 0; i < BUTTRESS_STATE_COUNT; i++) {
@@ -3469,6 +4071,8 @@ core_traverse(PyObject *m, visitproc visit, void *arg)
   Py_VISIT(st->logger);
   Py_VISIT(st->async_sleeper);
   Py_VISIT(st->await_type);
+  Py_VISIT(st->region_type);
+  Py_VISIT(st->RegionError);
   return 0;
 }
 
@@ -3503,6 +4107,8 @@ core_clear(PyObject *m)
   Py_CLEAR(st->level_debug);
   Py_CLEAR(st->level_info);
   Py_CLEAR(st->await_type);
+  Py_CLEAR(st->region_type);
+  Py_CLEAR(st->RegionError);
   Py_CLEAR(st->time_module);
   Py_CLEAR(st->str_sleep);
   Py_CLEAR(st->str_breaker);

@@ -2,8 +2,10 @@
 #   make python        build buttress._core in place (python/buttress/)
 #   make test-python   install pytest/hypothesis/mypy if missing, build, run pytest
 PYTHON_TESTS := test-python
-PY_TEST_DEPS := pytest hypothesis mypy setuptools wheel matplotlib
-PY_TEST_IMPORTS := pytest, hypothesis, mypy, setuptools, wheel, matplotlib
+PY_TEST_DEPS := pytest hypothesis mypy setuptools wheel matplotlib prometheus_client \
+  opentelemetry-api opentelemetry-sdk
+PY_TEST_IMPORTS := pytest, hypothesis, mypy, setuptools, wheel, matplotlib, prometheus_client, \
+  opentelemetry.metrics, opentelemetry.sdk.metrics
 
 .PHONY: python test-python python-deps
 

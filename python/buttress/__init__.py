@@ -19,7 +19,9 @@ import inspect
 import logging
 import math
 import os
+import threading
 import time
+import uuid
 import weakref
 from typing import (Any, Awaitable, Callable, Concatenate, Iterator, Literal, Optional, ParamSpec, Protocol,
                     TypeVar, overload)
@@ -29,6 +31,7 @@ from ._core import (
     ButtressError,
     CircuitOpenError,
     DeadlineExceeded,
+    RegionError,
     RetryExhausted,
     RetryState,
     remaining,
@@ -43,17 +46,22 @@ __all__ = [
     "Decorator",
     "FakeClock",
     "Guarded",
+    "Region",
+    "RegionError",
     "RetryBudget",
     "RetryExhausted",
     "RetryPolicy",
     "RetryState",
     "correlation",
     "deadline",
+    "log_exception_messages",
+    "metrics",
     "monotonic",
     "remaining",
     "retry",
     "retrying",
     "testing",
+    "unlink_region",
 ]
 
 __version__ = _core.CORE_VERSION
@@ -252,6 +260,103 @@ class Backoff(_core.Backoff):
                 f"cap={c['cap']!r}, jitter={c['jitter']!r}, seed={self.seed!r})")
 
 
+# --------------------------------------------------------------- regions
+
+REGION_SIZE = 1 << 20  # default size of a Region: 1 MiB, room for ~100 breakers
+_REGION_MIN_SIZE = 65536  # BUTTRESS_REGION_MIN_SIZE
+_REGION_NAME_MAX = 200  # BUTTRESS_REGION_NAME_MAX, bytes
+_SLOT_NAME_MAX = 63  # BUTTRESS_SLOT_NAME_MAX: breaker and budget names, bytes
+
+
+def _region_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str ('/name') or None, got {name!r}")
+    if not name.startswith("/") or len(name) < 2 or "/" in name[1:] or "\0" in name:
+        raise ValueError(f"name must be '/name': one leading slash and no other, got {name!r}")
+    n = len(name.encode("utf-8", "surrogatepass"))
+    if n > _REGION_NAME_MAX:
+        raise ValueError(f"name is too long: {n} bytes, at most {_REGION_NAME_MAX}: {name!r}")
+    return name
+
+
+def _slot_name(kind: str, name: object) -> str:
+    """The name a shared breaker or budget is found by in its region."""
+    if name is None:
+        raise TypeError(f"a shared {kind} needs a name: every process finds it in the "
+                        "region by that name")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    n = len(name.encode("utf-8", "surrogatepass"))
+    if n == 0 or "\0" in name:
+        raise ValueError(f"the name of a shared {kind} must be non-empty, without NUL "
+                         f"characters, got {name!r}")
+    if n > _SLOT_NAME_MAX:
+        raise ValueError(f"name is too long for a shared {kind}: {n} bytes in UTF-8, at "
+                         f"most {_SLOT_NAME_MAX}: {name!r}")
+    return name
+
+
+def _shared(kind: str, shared: object) -> "Optional[Region]":
+    if shared is None:
+        return None
+    if not isinstance(shared, _core.Region):
+        raise TypeError(f"shared must be a buttress.Region or None, got {shared!r}")
+    if shared.closed:
+        raise ValueError(f"shared: the region {shared!r} is closed: no {kind} can be "
+                         "placed in it")
+    return shared  # type: ignore[return-value]
+
+
+class Region(_core.Region):
+    """Memory shared by processes, holding circuit breakers and retry budgets
+    by name, so that every worker of a server uses one breaker.
+
+        Region("/myapp-breakers")      # named POSIX shared memory (mode 0600)
+        Region(None)                   # anonymous: make it before forking
+
+    A named region is created if missing and attached otherwise; attaching
+    never resets the state that is there (`size` is then ignored).
+    `create=False` only attaches (FileNotFoundError when missing).  An
+    anonymous region is seen by the processes forked after it was made.
+    Then CircuitBreaker(name, ..., shared=region) and
+    RetryBudget(..., name=..., shared=region) find or create their state in
+    it.  The mapping stays while any breaker or budget of this process uses
+    it, whatever happens to this object.
+    """
+
+    def __init__(self, name: Optional[str], size: int = REGION_SIZE, *,
+                 create: bool = True, mode: int = 0o600) -> None:
+        if name is not None:
+            _region_name(name)
+        _int("size", size, _REGION_MIN_SIZE, 2**63 - 1)
+        if not isinstance(create, bool):
+            raise TypeError(f"create must be a bool, got {create!r}")
+        _int("mode", mode, 0, 0o777)
+        if name is None and not create:
+            raise ValueError("create=False needs a name: an anonymous region is always new")
+        self._open(name, size, create, mode)
+
+    def __enter__(self) -> "Region":
+        return self
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> Literal[False]:
+        self.close()
+        return False
+
+    def __repr__(self) -> str:
+        what = "anonymous" if self.name is None else repr(self.name)
+        if self.closed:
+            return f"<Region {what} closed>"
+        return f"<Region {what} size={self.size}>"
+
+
+def unlink_region(name: str) -> bool:
+    """Remove a named region's name: True, or False when there was none.
+    Processes that have it mapped keep using it; the memory is freed when
+    the last of them unmaps it.  The next Region(name) creates a fresh one."""
+    return bool(_core.unlink_region(_region_name(name)))
+
+
 # --------------------------------------------------------------- budget
 
 
@@ -261,71 +366,224 @@ class RetryBudget(_core.Budget):
 
     def __init__(self, ratio: float = _D["budget_ratio"],
                  min_per_second: float = _D["budget_min_per_second"],
-                 window: float = _D["budget_window"]) -> None:
+                 window: float = _D["budget_window"], *, name: Optional[str] = None,
+                 shared: Optional[Region] = None) -> None:
         r = _real("ratio", ratio, 0.0)
         m = _real("min_per_second", min_per_second, 0.0)
         w = _seconds("window", window, positive=True)
-        self._configure(r, m, w)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        region = _shared("retry budget", shared)
+        if region is not None:
+            _slot_name("retry budget", name)
+            self._configure(r, m, w, name, region)
+        else:
+            self._configure(r, m, w)
         self.ratio, self.min_per_second, self.window = r, m, float(window)
+        self.name = name
+        self._shared = region
+        if name is not None:
+            _budgets[name] = self  # buttress.metrics reports named budgets
+
+    @property
+    def shared(self) -> Optional[Region]:
+        """The Region holding this budget's state, or None."""
+        return self._shared
 
     def __repr__(self) -> str:
+        extra = "" if self.name is None else f", name={self.name!r}"
+        if self._shared is not None:
+            extra += f", shared={self._shared!r}"
         return (f"RetryBudget(ratio={self.ratio!r}, min_per_second="
-                f"{self.min_per_second!r}, window={self.window!r})")
+                f"{self.min_per_second!r}, window={self.window!r}{extra})")
 
 
 # --------------------------------------------------------------- breaker
 
-_breakers: "weakref.WeakValueDictionary[str, CircuitBreaker]" = weakref.WeakValueDictionary()
+class _Registry:
+    """Named objects for buttress.metrics, held weakly.  Several live objects
+    may share a name: the newest is reported; once it is collected, the newest
+    earlier one still alive is reported again (so the throwaway policy that
+    retry() builds to check its arguments never hides a live one)."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, list[weakref.ref[Any]]] = {}
+        self._lock = threading.Lock()
+        self._dead = 0
+
+    def _died(self, ref: Any) -> None:
+        self._dead += 1  # no lock: the GC may run this anywhere
+
+    def _prune(self) -> None:
+        self._dead = 0
+        for name in list(self._refs):
+            live = [r for r in self._refs[name] if r() is not None]
+            if live:
+                self._refs[name] = live
+            else:
+                del self._refs[name]
+
+    def __setitem__(self, name: str, obj: Any) -> None:
+        with self._lock:
+            if self._dead > 64 and 2 * self._dead >= len(self._refs):
+                self._prune()  # amortised: names of dead objects do not pile up
+            refs = [r for r in self._refs.get(name, ()) if r() is not None and r() is not obj]
+            refs.append(weakref.ref(obj, self._died))
+            self._refs[name] = refs
+
+    def get(self, name: str, default: Any = None) -> Any:
+        with self._lock:
+            for r in reversed(self._refs.get(name, ())):
+                obj = r()
+                if obj is not None:
+                    return obj
+        return default
+
+    def __getitem__(self, name: str) -> Any:
+        obj = self.get(name)
+        if obj is None:
+            raise KeyError(name)
+        return obj
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, newest live object) pairs, sorted by name."""
+        out = []
+        with self._lock:
+            if self._dead:
+                self._prune()
+            for name in sorted(self._refs):
+                for r in reversed(self._refs[name]):
+                    obj = r()
+                    if obj is not None:
+                        out.append((name, obj))
+                        break
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, _ in self.items()])
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+
+_breakers: _Registry = _Registry()  # every CircuitBreaker, by name
+_retries: _Registry = _Registry()   # RetryPolicy objects given name=
+_budgets: _Registry = _Registry()   # RetryBudget objects given name=
+
+
+def _registry_locks_after_fork() -> None:
+    # a thread of the parent may have held one at the fork: it never lets go
+    for reg in (_breakers, _retries, _budgets):
+        reg._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_registry_locks_after_fork)
+
 _breaker_serial = 0
 _correlation: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "buttress.correlation", default=None)
+_log_messages = False
 
 
 @contextlib.contextmanager
-def correlation(cid: str) -> Iterator[None]:
-    """Set the correlation id that buttress's log records carry."""
+def correlation(cid: Optional[str] = None) -> Iterator[str]:
+    """Set the correlation id that buttress's log records carry, for the
+    block (a contextvar: asyncio tasks created inside inherit it; a thread
+    needs contextvars.copy_context().run).  None makes a new random id.
+    Yields the id."""
+    if cid is None:
+        cid = uuid.uuid4().hex
+    elif not isinstance(cid, str):
+        raise TypeError(f"correlation id must be a str or None, got {type(cid).__name__}")
     token = _correlation.set(cid)
     try:
-        yield
+        yield cid
     finally:
         _correlation.reset(token)
+
+
+def log_exception_messages(enabled: bool = True) -> bool:
+    """Opt in to exception messages in buttress's retry and give-up log
+    records (field `error`, and in the message).  Off by default: a message
+    may hold a secret (a token in a URL, a password in a DSN); records then
+    carry only the exception's type (`error_type`).  Returns the previous
+    setting.  Argument values and results are never logged."""
+    global _log_messages
+    prev, _log_messages = _log_messages, bool(enabled)
+    return prev
+
+
+def _type_name(obj: Any) -> str:
+    t = obj if isinstance(obj, type) else type(obj)
+    mod = getattr(t, "__module__", None)
+    qual = str(getattr(t, "__qualname__", None) or getattr(t, "__name__", "?"))
+    return qual if mod in (None, "builtins") else f"{mod}.{qual}"
 
 
 def _on_transition(breaker: "CircuitBreaker", old: str, new: str) -> None:
     """Called by the core binding once per transition, by the caller whose
     ticket made it, after the transition is committed.  Each listener is
     isolated: one that raises is logged and the others still run."""
+    name = breaker.name
     if _log.isEnabledFor(logging.INFO):
-        _log.info("circuit breaker %r: %s -> %s", breaker.name, old, new,
-                  extra={"breaker": breaker.name, "old": old, "new": new,
+        _log.info("circuit breaker %r: %s -> %s", name, old, new,
+                  extra={"event": "state_change", "breaker": name, "old": old, "new": new,
                          "correlation_id": _correlation.get()})
     for listener in getattr(breaker, "_listeners", ()):
         try:
             listener(breaker, old, new)
         except Exception:
-            _log.exception("on_state_change listener %r of circuit breaker %r failed",
-                           listener, breaker.name,
-                           extra={"breaker": breaker.name, "old": old, "new": new,
-                                  "correlation_id": _correlation.get()})
+            # the listener's own bug: its traceback is what fixes it
+            _log.exception("on_state_change listener %s of circuit breaker %r failed",
+                           getattr(listener, "__qualname__", None) or _type_name(listener),
+                           name,
+                           extra={"event": "listener_error", "breaker": name, "old": old,
+                                  "new": new, "correlation_id": _correlation.get()})
 
 
 _core._set_transition_hook(_on_transition)
 
 
-def _on_retry_event(kind: str, policy: Any, attempt: int, delay: float, what: Any) -> None:
+def _on_retry_event(kind: str, policy: Any, attempt: int, delay: float, what: Any,
+                    reason: Any = None) -> None:
     """One log record per retry (DEBUG) and per give-up (INFO); the binding
-    calls this only when the logger is enabled for that level."""
+    calls this only when the logger is enabled for that level.  `what` is the
+    exception or the rejected result: only the exception's type is logged
+    (its message too after log_exception_messages()), never a result."""
     name = getattr(policy, "name", None)
+    label = name if name is not None else "<unnamed>"
+    if isinstance(what, BaseException):
+        etype: Optional[str] = _type_name(what)
+        desc = etype
+    elif what is None and attempt == 0:
+        etype, desc = None, "none: no time left to make an attempt"
+    else:
+        etype, desc = None, "result rejected"
+    extra: dict[str, Any] = {"event": kind, "retry": name, "error_type": etype,
+                             "correlation_id": _correlation.get()}
+    br = getattr(policy, "breaker", None)
+    if br is not None:
+        extra["breaker"] = br.name
+    if _log_messages and isinstance(what, BaseException):
+        try:
+            extra["error"] = str(what)
+        except Exception:
+            extra["error"] = "<str() failed>"
+        desc = f"{etype}: {extra['error']}"
     if kind == "retry":
         attempt -= 1  # the core already counts the coming attempt
-    extra = {"retry": name, "attempt": attempt, "correlation_id": _correlation.get()}
-    if kind == "retry":
-        extra["delay"] = delay
-        _log.debug("retry %s: attempt %d failed (%r); next in %.3f s", name, attempt,
-                   what, delay, extra=extra)
+        extra.update(attempt=attempt, delay=delay)
+        _log.debug("retry %s: attempt %d failed (%s); next in %.3f s", label, attempt,
+                   desc, delay, extra=extra)
     else:
-        _log.info("retry %s: giving up after %d attempts (%r)", name, attempt, what,
-                  extra=extra)
+        why = reason  # the core's: "attempts", "deadline" or "budget"
+        extra.update(attempt=attempt, reason=why)
+        _log.info("retry %s: giving up (%s) after %d attempts; last error %s", label, why,
+                  attempt, desc, extra=extra)
 
 
 _core._set_event_hook(_on_retry_event, _log)
@@ -357,8 +615,11 @@ class CircuitBreaker(_core.Breaker):
                  exclude: Any = (),
                  fallback: Optional[Callable[..., Any]] = None,
                  on_state_change: Any = None,
-                 shared: Any = None) -> None:
+                 shared: Optional[Region] = None) -> None:
         global _breaker_serial
+        region = _shared("circuit breaker", shared)
+        if region is not None:
+            _slot_name("circuit breaker", name)
         if name is None:
             _breaker_serial += 1
             name = f"breaker-{_breaker_serial}"
@@ -413,14 +674,18 @@ class CircuitBreaker(_core.Breaker):
         else:
             raise TypeError(f"on_state_change must be a callable or a list of them, got "
                             f"{on_state_change!r}")
-        if shared is not None:
-            raise TypeError(f"shared must be None: shared-memory regions are not "
-                            f"available from Python in this version, got {shared!r}")
         self._listeners = listeners
         self._fallback = fallback
+        self._shared = region
         self._configure(name, cfg, on_spec, on_pred,
-                        ex_spec if (ex_pred or ex_spec) else None, ex_pred, fallback)
+                        ex_spec if (ex_pred or ex_spec) else None, ex_pred, fallback,
+                        region)
         _breakers[name] = self
+
+    @property
+    def shared(self) -> Optional[Region]:
+        """The Region holding this breaker's state, or None (private)."""
+        return self._shared
 
     def add_listener(self, listener: Callable[[Any, str, str], Any]) -> None:
         """Add an on_state_change listener: listener(breaker, old, new)."""
@@ -443,6 +708,8 @@ class CircuitBreaker(_core.Breaker):
         """await breaker.call_async(async_fn, ...): call() for coroutines
         (call() itself would count the creation of the coroutine, not its
         outcome)."""
+        if not callable(fn):  # misuse, not a failed call: the breaker is untouched
+            raise TypeError(f"call_async() needs a callable as fn, got {fn!r}")
         result: R = await _aio.run_once(self._runner(), fn, args, kwargs, None)
         return result
 
@@ -495,6 +762,8 @@ class RetryPolicy(_core.Retry):
                         sleep)
         self.name = name
         self.backoff = backoff
+        if name is not None:
+            _retries[name] = self
         if backoff.seed is None:
             _seeded.add(self)
 
@@ -581,8 +850,20 @@ class Attempt:
 
     def __enter__(self) -> "Attempt":
         self._entered = True
-        self._run.admit()
-        return self
+        run = self._run
+        while True:
+            try:
+                run.admit()
+                return self
+            except Exception as exc:
+                # A fused breaker rejected the attempt: it ends the call (or
+                # is retried, when `on` says so) as in the wrappers, so the
+                # policy counts it.  The body has not run: retry it here.
+                delay = run.failed(exc)
+                if delay is None:
+                    raise
+                if delay > 0:
+                    (run.sleep or _core._get_sleep_hook() or time.sleep)(delay)
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
         if ev is None:
@@ -739,3 +1020,4 @@ def monotonic() -> float:
 
 
 from . import _aio  # noqa: E402  (needs the names above)
+from . import metrics  # noqa: E402

@@ -615,6 +615,8 @@ def test_log_records_for_retries_give_ups_and_transitions(caplog):
 
 
 def test_success_path_of_a_closed_breaker_reads_no_clock():
+    """Only the latency sample reads the clock: two reads per timed call
+    (start, end), and about one call in 16 is timed."""
     reads = []
 
     def clock():
@@ -626,13 +628,19 @@ def test_success_path_of_a_closed_breaker_reads_no_clock():
         guarded = br(lambda: 1)
         retried = buttress.retry()(lambda: 2)
         fused = buttress.retry(breaker=br)(lambda: 3)
-        for _ in range(100):
+        for _ in range(1600):
             guarded()
             retried()
             fused()
             with br:
                 pass
-        assert reads == []
+        on_calls = len(reads)
+        timed = br.metrics()["latency"]["count"] + retried.metrics()["latency"]["count"] + \
+            fused.metrics()["latency"]["count"]
+        reads.clear()  # the metrics reads above take the time too
+        # 4 x 1600 breaker calls and 2 x 1600 retry calls: 1 in 16 timed
+        assert 0.8 * 6 * 100 <= timed <= 1.2 * 6 * 100
+        assert on_calls == 2 * timed
         # a failure needs the time (the breaker may open): now it reads it
         with pytest.raises(Boom):
             br.call(failing(1))

@@ -1,7 +1,9 @@
 """One test per applicable line of PITFALLS.md (#1, #5 in test_threads.py;
 #7 in test_gc.py; #14, #21 also in test_signals_fork.py and test_async.py).
-#9 and #10 concern shared regions and nginx workers (not in the Python
-binding); #20 is OpenResty only."""
+#9 (attaching never resets live state) is in test_region.py
+(test_named_region_attach_sees_live_state_and_never_resets_it); #10 (one
+breaker for every worker process) there too, and for nginx workers in
+tests/nginx; #20 is OpenResty only."""
 import asyncio
 import threading
 import time
