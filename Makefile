@@ -97,12 +97,17 @@ dev:
 	$(MAKE) --no-print-directory test-c BUILD=build/dev EXTRA_CFLAGS=-Werror
 
 # ---------------------------------------------------------------- bench
-BENCH_C_SRC := $(wildcard bench/c/*.c)
+# bench_shared.c is a program of its own; the other files make bench_core.
+BENCH_C_SRC := $(filter-out bench/c/bench_shared.c,$(wildcard bench/c/*.c))
 $(BUILD)/bench/bench_core: $(BENCH_C_SRC) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -O2 -fvisibility=default -o $@ $(BENCH_C_SRC) $(LIB_A) -lpthread -lm
-bench: $(BUILD)/bench/bench_core
+$(BUILD)/bench/bench_shared: bench/c/bench_shared.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O2 -fvisibility=default -o $@ $< $(LIB_A) -lpthread -lm
+bench: $(BUILD)/bench/bench_core $(BUILD)/bench/bench_shared
 	./$(BUILD)/bench/bench_core
+	./$(BUILD)/bench/bench_shared
 
 # ---------------------------------------------------------------- install
 install: $(LIB_A) $(LIB_SO)
