@@ -72,6 +72,29 @@ local function ns_to_s(ns)
     return ns / NS
 end
 
+-- Latency sampling.  Timing a call costs two clock reads, more than the
+-- rest of a closed breaker's success path, so calls that need no clock
+-- (no slow-call rule, no time window, no deadline, no budget) are timed for
+-- a random sample only: about one in 16, the gaps drawn uniformly from
+-- 1..31 so that no periodic workload lines up with them (as the Python
+-- binding does).  The first call is timed.  Each object has its own
+-- Park-Miller generator: exact in doubles and in Lua 5.4 integers, no bit
+-- operators needed, so the same code runs on LuaJIT and Lua 5.4.
+local SAMPLE_SPAN = 31
+local sampler_serial = 0
+
+local function sampler_seed()
+    sampler_serial = sampler_serial + 1
+    return sampler_serial * 40503 % 2147483646 + 1 -- in [1, 2^31 - 2]
+end
+
+-- The number of calls until the next timed one, from self._rng.
+local function sample_gap(self)
+    local x = self._rng * 48271 % 2147483647
+    self._rng = x
+    return 1 + x % SAMPLE_SPAN
+end
+
 --------------------------------------------------------------- errors
 
 -- Policy outcomes: a fresh table each time (never a shared object), with a
@@ -184,6 +207,11 @@ local function call_seconds_ns(fname, k, v)
     if type(v) ~= "number" or not (v >= 0) or v == huge then
         argerror(fname, k, "non-negative number of seconds expected, got "
                  .. tostring(v), 3)
+    end
+    -- past BUTTRESS_MAX_DURATION_NS (2^62 ns, ~146 years) the two paths
+    -- would disagree: the C module saturates, the FFI wraps to a negative
+    if v * NS > 2 ^ 62 then
+        argerror(fname, k, "too large: " .. tostring(v) .. " s", 3)
     end
     return floor(v * NS + 0.5)
 end
@@ -387,6 +415,9 @@ local function new_region(opts)
     if name ~= nil and type(name) ~= "string" then
         argerror("region", "name", "string expected, got " .. typename(name))
     end
+    if name ~= nil and name:find("\0", 1, true) then
+        argerror("region", "name", "must not contain NUL bytes")
+    end
     local size = opts.size
     if size == nil and (name == nil or opts.create ~= false) then
         argerror("region", "size", "size in bytes expected")
@@ -410,6 +441,10 @@ local function new_region(opts)
         if rc == ENAMETOOLONG then
             what = "name"
         end
+        if what == "name" and rc == EINVAL then
+            argerror("region", "name", "\"/name\" expected (one leading slash, no other), got \""
+                     .. name .. "\"")
+        end
         argerror("region", what, B.strerror(rc))
     end
     return setmetatable({ name = name, _h = h }, Region)
@@ -424,12 +459,19 @@ function _M.unlink_region(name)
     if type(name) ~= "string" then
         argerror("unlink_region", "name", "string expected, got " .. typename(name), 2)
     end
+    if name:find("\0", 1, true) then -- C would unlink the name cut at the NUL
+        argerror("unlink_region", "name", "must not contain NUL bytes", 2)
+    end
     return B.region_unlink(name) == 0
 end
 
 -- Find or create `name` in the region.  EBUSY: another process is creating
 -- it right now; its slot is ready within moments.
 attach = function(region, kind, name, cfg)
+    -- C sees the name up to its first NUL: "a\0b" would attach to "a"
+    if name == "" or name:find("\0", 1, true) then
+        argerror(kind, "name", "a shared " .. kind .. " needs a non-empty name without NUL bytes")
+    end
     for _ = 1, 100000 do
         local h, rc = region._h[kind](region._h, name, cfg)
         if h then
@@ -451,6 +493,13 @@ end
 
 local Budget = {}
 Budget.__index = Budget
+
+-- Named budgets and retry policies, for buttress.metrics: held weakly (an
+-- object nobody uses any more leaves the report); of several live objects
+-- with one name, the one made last is reported.
+local weak_values = { __mode = "v" }
+local budget_registry = setmetatable({}, weak_values)
+local retry_registry = setmetatable({}, weak_values)
 
 local budget_setters = {
     ratio = function(cfg, v) cfg.ratio = opt_ratio("budget", "ratio", v) end,
@@ -483,11 +532,15 @@ local function new_budget(opts)
     else
         h = B.budget_new(cfg)
     end
-    return setmetatable({
+    local self = setmetatable({
         name = name,
         _h = h,
         _clock = opt_func("budget", "clock", opts.clock),
     }, Budget)
+    if name then
+        budget_registry[name] = self
+    end
+    return self
 end
 
 _M.budget = public(new_budget)
@@ -513,24 +566,174 @@ for i = -1, 4 do
     state_name[i] = B.state_name(i)
 end
 
-local function log_error(msg)
+------------------------------------------------------------------ logs
+
+-- One line per breaker state change (level "warn"), per retry give-up
+-- ("notice") and per retry ("debug", to a logger set with set_logger only):
+-- names, states, counts and the correlation id, never argument values or
+-- error messages (they may hold secrets).  Inside nginx through ngx.log;
+-- elsewhere "warn" and "error" lines go to stderr.  Listener and callback
+-- failures are "error" lines.
+local logger -- nil: the default; false: off; else fn(level, message, fields)
+
+local ngx_level = { error = "ERR", warn = "WARN", notice = "NOTICE", info = "INFO",
+                    debug = "DEBUG" }
+
+local function ngx_api()
     local ngx = rawget(_G, "ngx")
-    if type(ngx) == "table" and ngx.log then
-        ngx.log(ngx.ERR, msg)
-    else
+    if type(ngx) == "table" and type(ngx.log) == "function" then
+        return ngx
+    end
+    return nil
+end
+
+local function default_log(level, msg)
+    local ngx = ngx_api()
+    if ngx then
+        ngx.log(ngx[ngx_level[level]] or ngx.ERR, msg)
+    elseif level == "warn" or level == "error" then
         io.stderr:write(msg, "\n")
     end
+end
+
+-- Would a line of this level go anywhere?  (Lines are built only then.)
+local function log_wanted(level)
+    if logger ~= nil then
+        return logger ~= false
+    end
+    if level == "debug" then
+        return false
+    end
+    return ngx_api() ~= nil or level == "warn" or level == "error"
+end
+
+local function emit(level, msg, fields)
+    local lg = logger
+    if lg == false then
+        return
+    end
+    if lg == nil then
+        return default_log(level, msg)
+    end
+    local ok, err = pcall(lg, level, msg, fields)
+    if not ok then
+        default_log("error", "buttress: logger failed: " .. tostring(err))
+    end
+end
+
+local function log_error(msg, fields)
+    emit("error", msg, fields or { event = "error" })
+end
+
+-- buttress.set_logger(fn): fn(level, message, fields) receives every line
+-- (level "error" | "warn" | "notice" | "debug"; fields a table with
+-- event, breaker, old, new, retry, reason, attempt, attempts, delay,
+-- correlation_id); nil restores the default, false turns logging off.
+-- Returns the previous logger (nil for the default).
+function _M.set_logger(fn)
+    if fn ~= nil and fn ~= false and not callable(fn) then
+        argerror("set_logger", "fn", "function, false or nil expected, got "
+                 .. typename(fn), 2)
+    end
+    local prev = logger
+    logger = fn
+    return prev
+end
+
+-- Correlation ids: set per coroutine with buttress.correlation(id, fn, ...);
+-- inside nginx, without one, the request's $request_id.
+local correlations = setmetatable({}, { __mode = "k" })
+local MAIN_CO = {} -- LuaJIT's coroutine.running() is nil on the main thread
+
+local function ngx_request_id(ngx)
+    return ngx.var.request_id
+end
+
+local function correlation_id()
+    local id = correlations[co_running() or MAIN_CO]
+    if id ~= nil then
+        return id
+    end
+    local ngx = ngx_api()
+    if ngx then
+        -- ngx.var raises outside a request (init_worker, timers)
+        local ok, rid = pcall(ngx_request_id, ngx)
+        if ok and type(rid) == "string" and rid ~= "" then
+            return rid
+        end
+    end
+    return nil
+end
+_M.correlation_id = correlation_id
+
+local function correlation_end(key, prev, ok, ...)
+    correlations[key] = prev
+    if not ok then
+        error((...), 0)
+    end
+    return ...
+end
+
+-- fn(...) with `id` as the correlation id of the log lines that the running
+-- coroutine causes meanwhile; returns fn's results (errors pass through).
+function _M.correlation(id, fn, ...)
+    if id ~= nil and type(id) ~= "string" then
+        argerror("correlation", "id", "string expected, got " .. typename(id), 2)
+    end
+    if not callable(fn) then
+        argerror("correlation", "fn", "function expected, got " .. typename(fn), 2)
+    end
+    local key = co_running() or MAIN_CO
+    local prev = correlations[key]
+    correlations[key] = id
+    return correlation_end(key, prev, pcall(fn, ...))
+end
+
+-- A log value: quoted, with quotes, backslashes and control characters
+-- escaped, so that a name cannot forge or split a line.
+local function quoted(v)
+    return '"' .. tostring(v):gsub('[%c"\\]', function(c)
+        if c == "\n" then
+            return "\\n"
+        elseif c == '"' or c == "\\" then
+            return "\\" .. c
+        end
+        return format("\\%03d", c:byte())
+    end) .. '"'
+end
+
+local function with_correlation(msg, fields)
+    local cid = correlation_id()
+    if cid ~= nil then
+        fields.correlation_id = cid
+        msg = msg .. " correlation_id=" .. quoted(cid)
+    end
+    return msg, fields
+end
+
+local function log_transition(self, old, new)
+    if not log_wanted("warn") then
+        return
+    end
+    local msg, fields = with_correlation(
+        format("buttress: event=state_change breaker=%s old=%s new=%s",
+               quoted(self.name), old, new),
+        { event = "state_change", breaker = self.name, old = old, new = new })
+    emit("warn", msg, fields)
 end
 
 -- Listeners run after the core committed the transition; one that raises
 -- is logged and cannot break the breaker or the caller.
 local function transition(self, from, to)
+    local old, new = state_name[from], state_name[to]
+    log_transition(self, old, new)
     local cb = self.on_state_change
     if cb then
-        local ok, err = pcall(cb, self, state_name[from], state_name[to])
+        local ok, err = pcall(cb, self, old, new)
         if not ok then
             log_error("buttress: on_state_change of '" .. self.name
-                      .. "' failed: " .. tostring(err))
+                      .. "' failed: " .. tostring(err),
+                      { event = "listener_error", breaker = self.name, old = old, new = new })
         end
     end
 end
@@ -668,7 +871,11 @@ local function new_breaker(opts)
         _h = h,
         _cfg = cfg,
         _clock = clock,
-        _created = (clock or now_ns)(),
+        -- latency sampling: calls until the next timed one; a breaker whose
+        -- rules need durations has every call timed by the core already
+        _countdown = (cfg.slow_call_ns >= 0 or cfg.window_type == 1
+                      or cfg.failure_rate > 0 or cfg.slow_rate > 0) and huge or 1,
+        _rng = sampler_seed(),
         is_failure = is_failure or default_is_failure,
         fallback = fallback,
         on_state_change = on_change,
@@ -686,7 +893,9 @@ function _M.get(name)
 end
 
 -- Two-step form for OpenResty phases: allow() in access_by_lua, record()
--- in log_by_lua (no sleeping, no yielding needed).
+-- in log_by_lua (no sleeping, no yielding needed).  Not sampled for latency
+-- (this is the path of the 10 ns target): record(ticket, ok, duration)
+-- feeds the latency when given a duration.
 function Breaker:allow()
     local rc, t, from, to = self._h:allow(self._clock)
     if to >= 0 then
@@ -723,6 +932,12 @@ function Breaker:record(ticket, ok, duration)
                           { breaker = self.name })
 end
 
+-- A verdict verdict_outcome accepts (checked first, so that a bad one can
+-- give its ticket or retry frame back before the error is raised).
+local function valid_verdict(v)
+    return v == true or v == false or v == nil or v == "excluded"
+end
+
 local function verdict_outcome(v)
     if v == true then
         return FAILURE
@@ -753,6 +968,10 @@ local function finish(self, t, ok, ...)
             self._h:record(t, CANCELLED, NONE, self._clock)
             error(v, 0)
         end
+        if not valid_verdict(v) then
+            -- nor a bad verdict: a half-open permit would stay taken
+            self._h:record(t, CANCELLED, NONE, self._clock)
+        end
         outcome = verdict_outcome(v)
     end
     local _, from, to = self._h:record(t, outcome, NONE, self._clock)
@@ -770,7 +989,14 @@ function Breaker:call(fn, ...)
     if not callable(fn) then
         argerror("call", "fn", "function expected, got " .. typename(fn), 2)
     end
-    local rc, t, from, to = self._h:allow(self._clock)
+    local n, sample = self._countdown - 1, false
+    if n > 0 then
+        self._countdown = n
+    else
+        self._countdown = sample_gap(self)
+        sample = true
+    end
+    local rc, t, from, to = self._h:allow(self._clock, sample)
     if to >= 0 then
         transition(self, from, to)
     end
@@ -812,7 +1038,8 @@ Breaker.disable = manual("disable")
 Breaker.reset = manual("reset")
 
 -- A snapshot: counters, state, transitions ("closed>open" = count), rates
--- over the window, latency in seconds, calls per second since creation.
+-- over the window, latency in seconds (timed and sampled calls), calls per
+-- second over about the last minute (the core's meter).
 function Breaker:metrics()
     local clock = self._clock or now_ns
     local t = clock()
@@ -831,12 +1058,14 @@ function Breaker:metrics()
     end
     m.last_transition = last -- monotonic seconds, nil when never
     m.last_transition_ns = nil
+    if m.state == "open" and m.open_until_ns >= 0 then
+        m.open_until = m.open_until_ns / NS -- monotonic seconds, as in Python
+    end
     if m.open_until_ns >= 0 and m.open_until_ns > t then
         m.retry_after = (m.open_until_ns - t) / NS
     end
     m.open_until_ns = nil
-    local elapsed = (t - self._created) / NS
-    m.calls_per_second = elapsed > 0 and m.calls / elapsed or 0
+    -- m.calls_per_second: the core's, over about the last minute
     return m
 end
 
@@ -952,25 +1181,86 @@ local function new_retry(opts)
     if seed ~= nil then
         opt_count("retry", "seed", seed)
     end
-    return setmetatable({
+    local self = setmetatable({
         name = name,
         _h = B.retry_new(cfg, seed),
         _cfg = cfg,
         _budget = budget and budget._h,
         _breaker = br,
         _clock = opt_func("retry", "clock", opts.clock),
+        -- whole calls are timed when begin() needs the clock anyway (a
+        -- deadline, a budget), else sampled (see sample_gap)
+        _timed = cfg.deadline_ns >= 0 or budget ~= nil,
+        _countdown = 1,
+        _rng = sampler_seed(),
         sleep = opt_func("retry", "sleep", opts.sleep),
         retry_after = opt_func("retry", "retry_after", opts.retry_after),
         is_failure = opt_func("retry", "is_failure", opts.is_failure) or default_is_failure,
         retry_on = opt_func("retry", "retry_on", opts.retry_on) or default_retry_on,
         before_sleep = opt_func("retry", "before_sleep", opts.before_sleep),
     }, Retry)
+    if name then
+        retry_registry[name] = self
+    end
+    return self
 end
 
 _M.retry = public(new_retry)
 
 local function pop(frame)
     active[frame.key] = frame.prev
+end
+
+-- A whole call has ended: its time, when it was timed, feeds the latency
+-- of the metrics (now: the clock reading when the caller has one).
+local function observe(self, frame, now)
+    local start = frame.start
+    if start < 0 then
+        return
+    end
+    if now == nil then
+        local ok, t = pcall(frame.clock)
+        if not ok or type(t) ~= "number" then
+            return
+        end
+        now = t
+    end
+    local d = now - start
+    self._h:observe(d > 0 and d or 0, now)
+end
+
+local giveup_reason = { [EXHAUSTED] = "attempts", [DEADLINE] = "deadline", [BUDGET] = "budget" }
+
+-- One "notice" line per give-up: the reason is the label of the giveups_*
+-- metrics (attempts, deadline, budget).
+local function log_giveup(self, rc, attempts)
+    if not log_wanted("notice") then
+        return
+    end
+    local reason = giveup_reason[rc] or B.errname(rc)
+    local fields = { event = "giveup", retry = self.name, reason = reason, attempts = attempts }
+    local msg = "buttress: event=giveup"
+    if self.name then
+        msg = msg .. " retry=" .. quoted(self.name)
+    end
+    msg = msg .. " reason=" .. reason .. " attempts=" .. attempts
+    local br = self._breaker
+    if br then
+        fields.breaker = br.name
+        msg = msg .. " breaker=" .. quoted(br.name)
+    end
+    emit("notice", with_correlation(msg, fields))
+end
+
+-- One "debug" line per retry (to a logger set with set_logger only).
+local function log_retry(self, attempt, delay)
+    local fields = { event = "retry", retry = self.name, attempt = attempt, delay = delay }
+    local msg = "buttress: event=retry"
+    if self.name then
+        msg = msg .. " retry=" .. quoted(self.name)
+    end
+    msg = msg .. format(" attempt=%d delay=%.3f", attempt, delay)
+    emit("debug", with_correlation(msg, fields))
 end
 
 -- One attempt has ended with (ok, ...): return its results, or go again.
@@ -987,11 +1277,17 @@ local function settle(self, frame, fn, args, ok, ...)
             self._h:finish(frame.call, FAILURE)
             error(v, 0)
         end
+        if not valid_verdict(v) then
+            -- leave no frame behind: later calls would inherit its deadline
+            pop(frame)
+            self._h:finish(frame.call, FAILURE)
+        end
         failed = verdict_outcome(v) == FAILURE
     end
     if not failed then
         pop(frame)
         self._h:finish(frame.call, SUCCESS)
+        observe(self, frame)
         if not ok then
             error((...), 0)
         end
@@ -1008,6 +1304,7 @@ local function settle(self, frame, fn, args, ok, ...)
     if not rok or not again then
         pop(frame)
         self._h:finish(frame.call, FAILURE)
+        observe(self, frame)
         if not rok then
             error(again, 0)
         end
@@ -1027,10 +1324,21 @@ local function settle(self, frame, fn, args, ok, ...)
     local clock = self._clock or now_ns
     local call = frame.call
     local attempt = call:attempt()
-    local rc, delay = self._h:next(call, self._budget, override, clock())
+    local cok, now = pcall(clock)
+    if not cok then
+        pop(frame)
+        self._h:finish(call, FAILURE)
+        error(now, 0)
+    end
+    local rc, delay = self._h:next(call, self._budget, override, now)
     if rc ~= 0 then
         pop(frame)
+        observe(self, frame, now)
+        log_giveup(self, rc, attempt)
         return nil, giveup_error(self, rc, err, attempt, not ok)
+    end
+    if log_wanted("debug") then
+        log_retry(self, attempt, delay / NS)
     end
     local before = self.before_sleep
     if before then
@@ -1046,6 +1354,7 @@ local function settle(self, frame, fn, args, ok, ...)
         local sok, serr = pcall(sleep, delay / NS)
         if not sok then
             pop(frame)
+            self._h:finish(call, FAILURE)
             error(serr, 0)
         end
     end
@@ -1069,11 +1378,29 @@ function Retry:call(fn, ...)
     local clock = self._clock or now_ns
     local key = co_key()
     local outer = active[key]
-    local rc, call = self._h:begin(self._budget, outer and outer.deadline or NONE, clock())
+    local outer_deadline = outer and outer.deadline or NONE
+    -- the clock is read only when begin() needs it or the call is sampled
+    local now = NONE
+    if self._timed or outer_deadline >= 0 then
+        now = clock()
+    else
+        local n = self._countdown - 1
+        if n > 0 then
+            self._countdown = n
+        else
+            self._countdown = sample_gap(self)
+            now = clock()
+        end
+    end
+    local rc, call = self._h:begin(self._budget, outer_deadline, now)
     if rc ~= 0 then
+        log_giveup(self, rc, 0)
         return nil, giveup_error(self, rc, nil, 0)
     end
-    local frame = { call = call, deadline = call:deadline(), prev = outer, key = key }
+    -- the frame keeps the clock its deadline was computed with, so that
+    -- buttress.remaining() agrees with a retry given a test clock
+    local frame = { call = call, deadline = call:deadline(), prev = outer, key = key,
+                    clock = clock, start = now }
     active[key] = frame
     local args = { n = select("#", ...), ... }
     return settle(self, frame, fn, args, pcall(fn, ...))
@@ -1090,25 +1417,33 @@ end
 
 -- Seconds left before the innermost active deadline of the running
 -- coroutine, or nil: pass it on as a cosocket / HTTP timeout.
-local function remaining(clock)
+local function remaining()
     local frame = active[co_key()]
     if not frame or frame.deadline < 0 then
         return nil
     end
-    local ns = frame.call:remaining((clock or now_ns)())
+    local ns = frame.call:remaining(frame.clock())
     return ns_to_s(ns)
 end
 
 function Retry:remaining()
-    return remaining(self._clock)
+    return remaining()
 end
 
-function _M.remaining()
-    return remaining(nil)
-end
+_M.remaining = remaining
 
+-- Counters, give-ups by reason (giveups_attempts, giveups_deadline,
+-- giveups_budget), calls per second (the core's meter) and the latency of
+-- whole calls in seconds (sleeps included; timed or sampled calls).
 function Retry:metrics()
-    local m = self._h:metrics()
+    local clock = self._clock or now_ns
+    local m = self._h:metrics(clock())
+    local l = m.latency
+    m.latency = {
+        count = l.count,
+        p50 = l.p50_ns / NS, p95 = l.p95_ns / NS, p99 = l.p99_ns / NS,
+        max = l.max_ns / NS, mean = l.mean_ns / NS,
+    }
     m.name = self.name
     return m
 end
@@ -1168,99 +1503,338 @@ function _M.now()
     return now_ns() / NS
 end
 
--- Metrics of every named breaker, by name.
-function _M.metrics()
+---------------------------------------------------------------- metrics
+
+-- buttress.metrics() (a call, as before): every named breaker's metrics,
+-- by name.  buttress.metrics.snapshot(): every named breaker, retry policy
+-- and budget, as in Python; buttress.metrics.prometheus(): the same in the
+-- Prometheus text exposition format.  Per process: in nginx, a breaker in
+-- a buttress.region reports the state every worker shares; anything else
+-- (retry policies always) reports the worker that served the scrape.
+local metrics = {}
+_M.metrics = metrics
+
+local function metrics_of(reg)
     local out = {}
-    for name, br in pairs(registry) do
-        out[name] = br:metrics()
+    for name, obj in pairs(reg) do
+        out[name] = obj:metrics()
     end
     return out
 end
 
-local function label(v)
-    return (tostring(v):gsub("[\\\n\"]", { ["\\"] = "\\\\", ["\n"] = "\\n", ['"'] = '\\"' }))
+setmetatable(metrics, {
+    __call = function()
+        return metrics_of(registry)
+    end,
+})
+
+function metrics.snapshot()
+    return {
+        breakers = metrics_of(registry),
+        retries = metrics_of(retry_registry),
+        budgets = metrics_of(budget_registry),
+    }
 end
 
-local function num(v)
-    if v ~= v then
-        return "NaN"
+-- Report `obj` (a breaker, retry policy or budget) under `name` (default:
+-- its own).  Retry policies and budgets are held weakly, breakers for good
+-- (the breaker registry also makes buttress.breaker{name=...} idempotent).
+function metrics.register(obj, name)
+    local mt = getmetatable(obj)
+    local reg
+    if mt == Breaker then
+        reg = registry
+    elseif mt == Retry then
+        reg = retry_registry
+    elseif mt == Budget then
+        reg = budget_registry
+    else
+        argerror("register", "obj", "buttress.breaker, retry or budget expected, got "
+                 .. typename(obj), 2)
     end
-    return format("%.17g", v)
+    if name == nil then
+        name = obj.name
+    end
+    if type(name) ~= "string" then
+        argerror("register", "name", "string expected, got " .. typename(name), 2)
+    end
+    reg[name] = obj
 end
+
+-- The Prometheus exposition: the metric names, labels and types of
+-- Python's buttress.metrics.prometheus() (python/buttress/metrics.py).
+-- Each spec: { field of metrics(), how, family name after buttress_<kind>_
+-- (counters without _total), help }.
+local prom_kinds = {
+    { "breaker", function() return registry end, {
+        { "calls", "counter", "calls", "Calls whose outcome was recorded (successes, "
+          .. "failures, excluded, cancelled and stale)." },
+        { "successes", "counter", "successes", "Calls recorded as successes." },
+        { "failures", "counter", "failures", "Calls recorded as failures." },
+        { "excluded", "counter", "excluded", "Calls recorded as excluded: neither success "
+          .. "nor failure." },
+        { "cancelled", "counter", "cancelled", "Calls recorded as cancelled (they never "
+          .. "finished)." },
+        { "stale", "counter", "stale", "Outcomes of calls admitted before a transition, "
+          .. "ignored." },
+        { "rejected", "counter", "rejected", "Calls rejected without being made (open "
+          .. "circuit)." },
+        { "slow", "counter", "slow", "Calls that took slow_call seconds or more." },
+        { "state", "state", "state", "1 for the breaker's current state (label state), 0 "
+          .. "for the others." },
+        { "transitions", "edges", "transitions", "State transitions, by edge (labels from, "
+          .. "to)." },
+        { "last_transition", "edge_time", "last_transition_timestamp_seconds",
+          "Unix time of the last transition, by edge (labels from, to)." },
+        { "trips", "gauge", "trips", "Successive openings since the breaker last closed (0 "
+          .. "when closed); all openings: transitions_total{to=\"open\"}." },
+        { "consecutive_failures", "gauge", "consecutive_failures",
+          "Current run of consecutive failures." },
+        { "half_open_successes", "gauge", "half_open_successes",
+          "Trial successes in the current half-open period." },
+        { "window_calls", "gauge", "window_calls", "Calls in the window." },
+        { "window_failures", "gauge", "window_failures", "Failures in the window." },
+        { "window_slow", "gauge", "window_slow", "Slow calls in the window." },
+        { "failure_rate", "gauge", "failure_rate", "Failures / calls in the window, 0 to 1." },
+        { "slow_rate", "gauge", "slow_rate", "Slow calls / calls in the window, 0 to 1." },
+        { "calls_per_second", "gauge", "calls_per_second",
+          "Outcomes recorded per second over about the last minute." },
+        { "latency", "summary", "latency_seconds", "Latency of the timed calls, seconds." },
+    } },
+    { "retry", function() return retry_registry end, {
+        { "calls", "counter", "calls", "Calls of the function (each may make several "
+          .. "attempts)." },
+        { "attempts", "counter", "attempts", "Attempts: first attempts and retries." },
+        { "retries", "counter", "retries", "Retries decided (each one after a backoff "
+          .. "delay)." },
+        { "successes", "counter", "successes", "Calls that ended in success." },
+        { "failures", "counter", "failures", "Calls that ended with an error that is not "
+          .. "retried." },
+        { "giveups_", "reasons", "giveups", "Calls given up, by reason: attempts, deadline "
+          .. "or budget." },
+        { "calls_per_second", "gauge", "calls_per_second",
+          "Calls per second, measured by the core." },
+        { "latency", "summary", "latency_seconds", "Latency of the timed calls, seconds." },
+    } },
+    { "budget", function() return budget_registry end, {
+        { "deposits", "counter", "deposits", "Calls counted by the budget." },
+        { "withdrawals", "counter", "withdrawals", "Retries the budget allowed." },
+        { "rejections", "counter", "rejections", "Retries the budget refused." },
+        { "available", "gauge", "available", "Retries allowed right now." },
+        { "window_calls", "gauge", "window_calls", "Calls in the budget's window." },
+        { "window_retries", "gauge", "window_retries", "Retries in the budget's window." },
+    } },
+}
 
 local prom_states = { "closed", "open", "half_open", "forced_open", "disabled" }
+local prom_quantiles = { { "0.5", "p50" }, { "0.95", "p95" }, { "0.99", "p99" } }
 
--- Every named breaker in the Prometheus text exposition format (version
--- 0.0.4): serve it from a location with content_by_lua.
-function _M.prometheus()
-    local names = {}
-    for name in pairs(registry) do
-        names[#names + 1] = name
+local function prom_label(v)
+    return (tostring(v):gsub('[\\\n"]', { ["\\"] = "\\\\", ["\n"] = "\\n", ['"'] = '\\"' }))
+end
+
+local function prom_help(v)
+    return (v:gsub("[\\\n]", { ["\\"] = "\\\\", ["\n"] = "\\n" }))
+end
+
+local function prom_num(v)
+    if v ~= v then
+        return "NaN"
+    elseif v == huge then
+        return "+Inf"
+    elseif v == -huge then
+        return "-Inf"
+    elseif v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
+        return format("%d", v)
     end
-    sort(names)
-    local snaps = {}
-    for i, name in ipairs(names) do
-        snaps[i] = registry[name]:metrics()
+    local s = format("%.15g", v)
+    if tonumber(s) ~= v then
+        s = format("%.17g", v)
     end
-    local out = {}
-    local function family(metric, kind, help, each)
-        out[#out + 1] = "# HELP " .. metric .. " " .. help
-        out[#out + 1] = "# TYPE " .. metric .. " " .. kind
-        for i, name in ipairs(names) do
-            each(snaps[i], 'breaker="' .. label(name) .. '"')
+    return s
+end
+
+local function is_num(v)
+    return type(v) == "number"
+end
+
+local function edges_of(t)
+    local keys = {}
+    for k in pairs(t or {}) do
+        if type(k) == "string" and k:find(">", 1, true) then
+            keys[#keys + 1] = k
         end
     end
-    local function line(metric, labels, v)
-        out[#out + 1] = metric .. "{" .. labels .. "} " .. num(v)
+    sort(keys)
+    return keys
+end
+
+-- The families of one kind of object: { name, type, help, samples }, each
+-- sample a { name, labels (a string), value } triple.  offset: Unix time
+-- minus the monotonic clock, or nil (no last-transition timestamps).
+local function prom_families(kind, objs, specs, offset, fams)
+    local base = "buttress_" .. kind .. "_"
+    local function family(name, typ, help)
+        local f = { name = base .. name, type = typ, help = help, samples = {} }
+        fams[#fams + 1] = f
+        return f
     end
-    family("buttress_breaker_calls_total", "counter", "Outcomes recorded, by outcome.",
-           function(m, l)
-               for _, o in ipairs { "successes", "failures", "excluded", "cancelled", "stale" } do
-                   line("buttress_breaker_calls_total", l .. ',outcome="' .. o .. '"', m[o])
-               end
-           end)
-    family("buttress_breaker_rejected_total", "counter", "Calls rejected while open.",
-           function(m, l) line("buttress_breaker_rejected_total", l, m.rejected) end)
-    family("buttress_breaker_slow_total", "counter", "Calls at or over slow_call.",
-           function(m, l) line("buttress_breaker_slow_total", l, m.slow) end)
-    family("buttress_breaker_state", "gauge", "1 for the current state.",
-           function(m, l)
-               for _, st in ipairs(prom_states) do
-                   line("buttress_breaker_state", l .. ',state="' .. st .. '"',
-                        m.state == st and 1 or 0)
-               end
-           end)
-    family("buttress_breaker_transitions_total", "counter", "State changes, by edge.",
-           function(m, l)
-               local edges = {}
-               for k in pairs(m.transitions) do
-                   edges[#edges + 1] = k
-               end
-               sort(edges)
-               for _, k in ipairs(edges) do
-                   local from, to = k:match("^(.-)>(.*)$")
-                   line("buttress_breaker_transitions_total",
-                        l .. ',from="' .. from .. '",to="' .. to .. '"', m.transitions[k])
-               end
-           end)
-    family("buttress_breaker_failure_rate", "gauge", "Failure rate over the window.",
-           function(m, l) line("buttress_breaker_failure_rate", l, m.failure_rate) end)
-    family("buttress_breaker_slow_rate", "gauge", "Slow-call rate over the window.",
-           function(m, l) line("buttress_breaker_slow_rate", l, m.slow_rate) end)
-    family("buttress_breaker_latency_seconds", "summary", "Latency of timed calls.",
-           function(m, l)
-               local lat = m.latency
-               for _, q in ipairs { { "0.5", lat.p50 }, { "0.95", lat.p95 }, { "0.99", lat.p99 } } do
-                   line("buttress_breaker_latency_seconds", l .. ',quantile="' .. q[1] .. '"', q[2])
-               end
-               out[#out + 1] = "buttress_breaker_latency_seconds_sum{" .. l .. "} "
-                               .. num(lat.mean * lat.count)
-               out[#out + 1] = "buttress_breaker_latency_seconds_count{" .. l .. "} "
-                               .. num(lat.count)
-           end)
+    local function add(f, sample, labels, v)
+        f.samples[#f.samples + 1] = { sample, labels, v }
+    end
+    for _, sp in ipairs(specs) do
+        local key, how, prom, help = sp[1], sp[2], sp[3], sp[4]
+        if how == "counter" or how == "gauge" then
+            local f = family(prom, how, help)
+            local sample = how == "counter" and f.name .. "_total" or f.name
+            for _, o in ipairs(objs) do
+                local v = o.m[key]
+                if is_num(v) then
+                    add(f, sample, o.lab, v)
+                end
+            end
+        elseif how == "state" then
+            local f = family(prom, "gauge", help)
+            for _, o in ipairs(objs) do
+                local cur = o.m[key]
+                if type(cur) == "string" then
+                    local known = false
+                    for _, st in ipairs(prom_states) do
+                        add(f, f.name, o.lab .. ',state="' .. st .. '"', cur == st and 1 or 0)
+                        known = known or cur == st
+                    end
+                    if not known then
+                        add(f, f.name, o.lab .. ',state="' .. prom_label(cur) .. '"', 1)
+                    end
+                end
+            end
+        elseif how == "edges" or how == "edge_time" then
+            local f = family(prom, how == "edges" and "counter" or "gauge", help)
+            local sample = how == "edges" and f.name .. "_total" or f.name
+            for _, o in ipairs(objs) do
+                local t = o.m[key]
+                for _, k in ipairs(edges_of(t)) do
+                    local v = t[k]
+                    local from, to = k:match("^(.-)>(.*)$")
+                    local lab = o.lab .. ',from="' .. prom_label(from) .. '",to="'
+                                .. prom_label(to) .. '"'
+                    if how == "edges" and is_num(v) and v > 0 then
+                        add(f, sample, lab, v)
+                    elseif how == "edge_time" and is_num(v) and offset then
+                        add(f, sample, lab, v + offset)
+                    end
+                end
+            end
+        elseif how == "reasons" then
+            local f = family(prom, "counter", help)
+            for _, o in ipairs(objs) do
+                local reasons = {}
+                for k, v in pairs(o.m) do
+                    if type(k) == "string" and k:sub(1, #key) == key and is_num(v) then
+                        reasons[#reasons + 1] = k
+                    end
+                end
+                sort(reasons)
+                for _, k in ipairs(reasons) do
+                    add(f, f.name .. "_total",
+                        o.lab .. ',reason="' .. prom_label(k:sub(#key + 1)) .. '"', o.m[k])
+                end
+            end
+        elseif how == "summary" then
+            local s = family(prom, "summary", help)
+            local mx = family(prom:gsub("_seconds$", "") .. "_max_seconds", "gauge",
+                              "Maximum of " .. key .. ".")
+            for _, o in ipairs(objs) do
+                local lat = o.m[key]
+                if type(lat) == "table" and is_num(lat.count) then
+                    local n = lat.count
+                    for _, q in ipairs(prom_quantiles) do
+                        local v = lat[q[2]]
+                        if is_num(v) then
+                            add(s, s.name, o.lab .. ',quantile="' .. q[1] .. '"',
+                                n > 0 and v or 0 / 0)
+                        end
+                    end
+                    if is_num(lat.mean) then
+                        add(s, s.name .. "_sum", o.lab, lat.mean * n)
+                    end
+                    add(s, s.name .. "_count", o.lab, n)
+                    if is_num(lat.max) then
+                        add(mx, mx.name, o.lab, n > 0 and lat.max or 0 / 0)
+                    end
+                end
+            end
+        end
+    end
+end
+
+-- Every named breaker, retry policy and budget in the Prometheus text
+-- exposition format (version 0.0.4): the names, labels and types of
+-- Python's buttress.metrics.prometheus().  Serve it with metrics.serve()
+-- from an nginx location, or with CONTENT_TYPE elsewhere.
+-- opts.unix_time (seconds, e.g. ngx.now()): the binding reads no wall
+-- clock, so the last-transition timestamps (Unix time) are exported only
+-- when the caller gives the time.
+function metrics.prometheus(opts)
+    local offset
+    if opts ~= nil then
+        if type(opts) ~= "table" then
+            argerror("prometheus", "opts", "table expected, got " .. typename(opts), 2)
+        end
+        local wall = opts.unix_time
+        if wall ~= nil then
+            if type(wall) ~= "number" or wall ~= wall or wall == huge then
+                argerror("prometheus", "unix_time", "number of seconds expected, got "
+                         .. tostring(wall), 2)
+            end
+            offset = wall - now_ns() / NS
+        end
+    end
+    local fams = {}
+    for _, k in ipairs(prom_kinds) do
+        local kind, reg, specs = k[1], k[2](), k[3]
+        local names = {}
+        for name in pairs(reg) do
+            names[#names + 1] = name
+        end
+        sort(names)
+        local objs = {}
+        for i, name in ipairs(names) do
+            objs[i] = { m = reg[name]:metrics(), lab = kind .. '="' .. prom_label(name) .. '"' }
+        end
+        if #objs > 0 then
+            prom_families(kind, objs, specs, offset, fams)
+        end
+    end
+    local out = {}
+    for _, f in ipairs(fams) do
+        if #f.samples > 0 then
+            local head = f.type == "counter" and f.name .. "_total" or f.name
+            out[#out + 1] = "# HELP " .. head .. " " .. prom_help(f.help)
+            out[#out + 1] = "# TYPE " .. head .. " " .. f.type
+            for _, smp in ipairs(f.samples) do
+                out[#out + 1] = smp[1] .. "{" .. smp[2] .. "} " .. prom_num(smp[3])
+            end
+        end
+    end
+    if #out == 0 then
+        return ""
+    end
     out[#out + 1] = ""
     return concat(out, "\n")
 end
+
+metrics.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+-- content_by_lua_block { local m = require("buttress").metrics; m.serve{ unix_time = ngx.now() } }
+function metrics.serve(opts)
+    local ngx = rawget(_G, "ngx")
+    local text = metrics.prometheus(opts)
+    ngx.header["Content-Type"] = metrics.CONTENT_TYPE
+    ngx.print(text)
+end
+
+_M.prometheus = metrics.prometheus -- the name of earlier versions
 
 _M.sleep = B.sleep
 _M.core = B

@@ -527,14 +527,19 @@ lbt_fastbreaker(lua_State *L)
   return (buttress_breaker *)h->p;
 }
 
-/* br:allow([clock]) -> 0, ticket, from, to | rc, retry_after_ns, from, to */
+/* br:allow([clock], [sample]) -> 0, ticket, from, to | rc, retry_after_ns, from, to
+ * sample: time this call although the core does not need it (the facade's
+ * latency sampling). */
 static int
 breaker_allow(lua_State *L)
 {
   buttress_breaker *br = lbt_fastbreaker(L);
   buttress_ticket t;
   int64_t now = BUTTRESS_NO_CLOCK;
-  int rc = buttress_breaker_allow(br, now, &t);
+  int sample = lua_toboolean(L, 3);
+  int rc;
+  lua_settop(L, 3); /* results go above the arguments: lbt_clock reads 2 */
+  rc = buttress_breaker_allow(br, now, &t);
   if (rc == BUTTRESS_NEED_CLOCK) {
     now = lbt_clock(L, 2);
     rc = buttress_breaker_allow(br, now, &t);
@@ -549,7 +554,7 @@ breaker_allow(lua_State *L)
     tk->state = TICKET_ADMITTED;
     tk->start_ns = BUTTRESS_NO_CLOCK;
     /* Timed tickets (slow-call rule, time window) need the start. */
-    if (t.flags & BUTTRESS_TICKET_TIMED)
+    if ((t.flags & BUTTRESS_TICKET_TIMED) || sample)
       tk->start_ns = now >= 0 ? now : lbt_clock(L, 2);
   } else if (rc > 0) {
     lua_pushinteger(L, (lua_Integer)t.retry_after_ns);
@@ -578,7 +583,8 @@ breaker_record(lua_State *L)
     return lbt_argerror(L, "bad argument 'ticket' to 'record' (ticket already recorded)");
   if (tk->owner != br)
     return lbt_argerror(L, "bad argument 'ticket' to 'record' (ticket of another breaker)");
-  if (dur < 0 && (tk->t.flags & BUTTRESS_TICKET_TIMED) && tk->start_ns >= 0) {
+  /* a start was taken for timed tickets and sampled calls only */
+  if (dur < 0 && tk->start_ns >= 0) {
     now = lbt_clock(L, 5);
     dur = now - tk->start_ns;
     if (dur < 0) dur = 0;

@@ -436,8 +436,9 @@ local function release(slot)
 end
 
 -- The hot path: no clock read unless the core asks for it (NEED_CLOCK),
--- no allocation while the pool has a free slot.
-function Breaker:allow(clock)
+-- no allocation while the pool has a free slot.  sample: time this call
+-- although the core does not need it (latency sampling, see the facade).
+function Breaker:allow(clock, sample)
     local p = self.p
     local slot, tk
     local n = nfree
@@ -464,7 +465,7 @@ function Breaker:allow(clock)
         tk.owner = p
         tk.state = ADMITTED
         tk.start_ns = NO_CLOCK
-        if band(t.flags, TIMED) ~= 0 then
+        if sample or band(t.flags, TIMED) ~= 0 then
             if nowv < 0 then
                 nowv = clock and clock() or now()
             end
@@ -525,7 +526,8 @@ function Breaker:record(h, outcome, dur, clock)
     if dur == nil then
         dur = NO_CLOCK
     end
-    if dur < 0 and band(t.flags, TIMED) ~= 0 and tk.start_ns >= 0 then
+    -- a start was taken for timed tickets and sampled calls only
+    if dur < 0 and tk.start_ns >= 0 then
         nowv = clock and clock() or now()
         dur = nowv - tk.start_ns
         if dur < 0 then

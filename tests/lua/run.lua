@@ -95,6 +95,20 @@ function T.clock(ns)
 end
 
 T.buttress = require "buttress"
+
+-- buttress's log lines (one per state change, ...) would go to stderr:
+-- keep the last ones in T.logs instead ($BUTTRESS_TEST_LOG=1 shows them).
+-- Tests that check logging set a logger of their own and restore T.logger.
+T.logs = {}
+function T.logger(level, msg, fields)
+    if #T.logs >= 1000 then
+        T.logs = {}
+    end
+    T.logs[#T.logs + 1] = { level = level, msg = msg, fields = fields }
+end
+if T.buttress.set_logger and (os.getenv("BUTTRESS_TEST_LOG") or "") == "" then
+    T.buttress.set_logger(T.logger)
+end
 T.jit = rawget(_G, "jit") ~= nil
 
 for _, f in ipairs(T.ls(dir, ".lua")) do
