@@ -277,6 +277,14 @@ BUTTRESS_API int buttress_retry_begin(buttress_retry *r, buttress_retry_call *ca
 BUTTRESS_API int buttress_retry_next(buttress_retry *r, buttress_retry_call *call,
                                      buttress_budget *budget,
                                      int64_t override_delay_ns, int64_t now_ns);
+/* After the sleep next() asked for, before the attempt: 0 to make it, or
+ * BUTTRESS_DEADLINE when the sleep overran the deadline (a late wake-up):
+ * give up with the last error; counted as a deadline give-up, and the
+ * attempt next() counted is taken back.  Needs the clock only when the
+ * call has a deadline (BUTTRESS_NEED_CLOCK otherwise); 0 for a first
+ * attempt. */
+BUTTRESS_API int buttress_retry_resume(buttress_retry *r, buttress_retry_call *call,
+                                       int64_t now_ns);
 /* The call ended without a give-up: outcome SUCCESS, or FAILURE for an
  * error that is not retried.  Counts it; returns 0. */
 BUTTRESS_API int buttress_retry_end(buttress_retry *r, buttress_retry_call *call,

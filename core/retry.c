@@ -157,6 +157,21 @@ buttress_retry_next(buttress_retry *r, buttress_retry_call *call, buttress_budge
 }
 
 int
+buttress_retry_resume(buttress_retry *r, buttress_retry_call *call, int64_t now_ns)
+{
+  if (!valid(r) || call == NULL || call->attempt == 0 || call->reason != 0)
+    return BUTTRESS_EINVAL; /* not begun, or already given up */
+  if (call->deadline_ns < 0 || call->attempt == 1) return BUTTRESS_OK;
+  if (now_ns < 0) return BUTTRESS_NEED_CLOCK;
+  if (now_ns < call->deadline_ns) return BUTTRESS_OK;
+  /* The sleep overran the deadline: the attempt next() counted never
+   * starts. */
+  call->attempt--;
+  atomic_fetch_sub_explicit(&r->attempts, 1, memory_order_relaxed);
+  return give_up(r, call, BUTTRESS_DEADLINE);
+}
+
+int
 buttress_retry_end(buttress_retry *r, buttress_retry_call *call, int outcome)
 {
   if (!valid(r) || call == NULL) return BUTTRESS_EINVAL;

@@ -1357,6 +1357,23 @@ local function settle(self, frame, fn, args, ok, ...)
             self._h:finish(call, FAILURE)
             error(serr, 0)
         end
+        if frame.deadline >= 0 then
+            -- a late wake-up past the deadline ends the call with the last
+            -- error, not with an attempt that has no time left
+            cok, now = pcall(clock)
+            if not cok then
+                pop(frame)
+                self._h:finish(call, FAILURE)
+                error(now, 0)
+            end
+            rc = self._h:resume(call, now)
+            if rc ~= 0 then
+                pop(frame)
+                observe(self, frame, now)
+                log_giveup(self, rc, attempt)
+                return nil, giveup_error(self, rc, err, attempt, not ok)
+            end
+        end
     end
     return settle(self, frame, fn, args, pcall(fn, unpack(args, 1, args.n)))
 end

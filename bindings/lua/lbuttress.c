@@ -818,6 +818,17 @@ retry_next(lua_State *L)
   return 2;
 }
 
+/* r:resume(call, now_ns) -> 0, or DEADLINE: the sleep overran it. */
+static int
+retry_resume(lua_State *L)
+{
+  buttress_retry *r = checkretry(L);
+  int rc = buttress_retry_resume(r, checkcall(L, 2), lbt_optint64(L, 3, BUTTRESS_NO_CLOCK));
+  if (rc < 0) return lbt_fail(L, "resume", rc);
+  lua_pushinteger(L, rc);
+  return 1;
+}
+
 static int
 retry_finish(lua_State *L)
 {
@@ -1095,7 +1106,7 @@ static const luaL_Reg breaker_methods[] = {
 static const luaL_Reg ticket_methods[] = {{NULL, NULL}};
 
 static const luaL_Reg retry_methods[] = {
-  {"begin", retry_begin},     {"next", retry_next},
+  {"begin", retry_begin},     {"next", retry_next},       {"resume", retry_resume},
   {"finish", retry_finish},   {"metrics", retry_metrics}, {"observe", retry_observe},
   {"config", retry_config},   {NULL, NULL}};
 

@@ -195,11 +195,19 @@ ns_to_seconds(int64_t ns)
 static int64_t
 seconds_to_ns(PyObject *v, const char *what)
 {
+  if (PyBool_Check(v)) { /* as the package's checks: True is not 1 s */
+    PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, got %R", what, v);
+    return -1;
+  }
   double s = PyFloat_AsDouble(v);
   if (s == -1.0 && PyErr_Occurred()) {
-    if (PyErr_ExceptionMatches(PyExc_TypeError)) { /* name the parameter */
+    int type = PyErr_ExceptionMatches(PyExc_TypeError); /* name the parameter */
+    if (type || PyErr_ExceptionMatches(PyExc_OverflowError)) { /* 10**400 */
       PyErr_Clear();
-      PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, got %R", what, v);
+      PyErr_Format(type ? PyExc_TypeError : PyExc_ValueError,
+                   type ? "%s must be a number of seconds, got %R"
+                        : "%s must be a finite number of seconds >= 0, got %R",
+                   what, v);
     }
     return -1;
   }
@@ -799,11 +807,15 @@ backoff_delays(BackoffObject *self, PyObject *arg)
 {
   if (!backoff_ready(self))
     return NULL;
-  Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+  if (!PyLong_Check(arg)) {
+    PyErr_Format(PyExc_TypeError, "n must be an int, got %R", arg);
+    return NULL;
+  }
+  Py_ssize_t n = PyNumber_AsSsize_t(arg, NULL); /* clipped: refused below */
   if (n == -1 && PyErr_Occurred())
     return NULL;
   if (n < 0 || n > 10000000) {
-    PyErr_Format(PyExc_ValueError, "n must be in [0, 10000000], got %zd", n);
+    PyErr_Format(PyExc_ValueError, "n must be in [0, 10000000], got %R", arg);
     return NULL;
   }
   buttress_backoff *b = self->b, *tmp = NULL;
@@ -893,11 +905,16 @@ backoff_ceiling(BackoffObject *self, PyObject *arg)
 {
   if (!backoff_ready(self))
     return NULL;
-  unsigned long long r = PyLong_AsUnsignedLongLong(arg);
-  if (r == (unsigned long long)-1 && PyErr_Occurred())
+  if (!PyLong_Check(arg)) {
+    PyErr_Format(PyExc_TypeError, "n must be an int, got %R", arg);
     return NULL;
-  if (r > 0xFFFFFFFFull) {
-    PyErr_SetString(PyExc_ValueError, "retry number must be < 2**32");
+  }
+  int overflow = 0;
+  long long r = PyLong_AsLongLongAndOverflow(arg, &overflow);
+  if (r == -1 && PyErr_Occurred())
+    return NULL;
+  if (overflow || r < 0 || r > 0xFFFFFFFFll) {
+    PyErr_Format(PyExc_ValueError, "n must be in [0, 2**32 - 1], got %R", arg);
     return NULL;
   }
   int64_t d = 0;
@@ -2227,6 +2244,10 @@ typedef struct {
   int fallback_ok; /* the error at hand is one the breaker's fallback replaces */
   int ended;
   PyObject *token; /* deadline ContextVar token to reset */
+  /* The error a retry is sleeping after (an exception, or the result the
+   * `result` predicate rejected): re-raised if the sleep overruns the
+   * deadline. */
+  PyObject *last_exc, *last_result;
 } run_t;
 
 HOT void
@@ -2239,6 +2260,7 @@ run_init(run_t *rs, modstate *st, RetryObject *r, BreakerObject *b)
   rs->fallback_ok = 0;
   rs->ended = 0;
   rs->token = NULL;
+  rs->last_exc = rs->last_result = NULL;
   rs->start_ns = NO_CLOCK;
   rs->call_start_ns = NO_CLOCK;
   /* begin() fills the rest; these are read even when there is no retry */
@@ -2326,11 +2348,40 @@ run_begin(run_t *rs)
   return 0;
 }
 
+static void raise_exhausted(run_t *rs, PyObject *result);
+
+/* Before a retry: a sleep that overran the deadline ends the call with the
+ * last error instead of an attempt with no time left.  0 go, -1 error set. */
+static int
+run_resume(run_t *rs)
+{
+  int64_t now = now_ns(rs->st);
+  if (now == CLOCK_ERROR)
+    return -1;
+  int rc = buttress_retry_resume(rs->r->r, &rs->call, now);
+  if (rc == 0)
+    return 0;
+  rs->ended = 1;
+  if (rc != BUTTRESS_DEADLINE) {
+    raise_core(rc, "retry resume");
+    return -1;
+  }
+  retry_event(rs, 0, rs->last_exc ? rs->last_exc : rs->last_result);
+  if (rs->last_exc != NULL)
+    restore_exc(Py_NewRef(rs->last_exc)); /* the last exception itself */
+  else
+    raise_exhausted(rs, rs->last_result ? rs->last_result : Py_None);
+  return -1;
+}
+
 /* 0 admitted (or no breaker), 1 rejected (error set), -1 error. */
 HOT int
 run_admit(run_t *rs)
 {
   rs->fallback_ok = 0;
+  if (rs->call.attempt > 1 && rs->call.deadline_ns >= 0 && rs->r != NULL && !rs->ended &&
+      run_resume(rs) < 0)
+    return -1;
   if (rs->b == NULL)
     return 0;
   int k = guard_allow(rs->b, &rs->t, &rs->start_ns);
@@ -2497,7 +2548,12 @@ run_failed(run_t *rs, PyObject *exc)
     run_end(rs, BUTTRESS_FAILURE);
     return 0;
   }
-  return run_next(rs, exc, NULL);
+  int k = run_next(rs, exc, NULL);
+  if (k == 1 && rs->call.deadline_ns >= 0) {
+    Py_XSETREF(rs->last_exc, Py_NewRef(exc));
+    Py_CLEAR(rs->last_result);
+  }
+  return k;
 }
 
 /* The attempt returned `result` (borrowed).  0: done, return it; 1: the
@@ -2532,26 +2588,38 @@ run_succeeded(run_t *rs, PyObject *result)
     return 0;
   }
   int k = run_next(rs, NULL, result);
+  if (k == 1 && rs->call.deadline_ns >= 0) {
+    Py_XSETREF(rs->last_result, Py_NewRef(result));
+    Py_CLEAR(rs->last_exc);
+  }
   if (k != 0)
     return k;
+  raise_exhausted(rs, result);
+  return -1;
+}
+
+/* RetryExhausted for a call whose results the `result` predicate kept
+ * rejecting, with why it stopped. */
+static void
+raise_exhausted(run_t *rs, PyObject *result)
+{
   modstate *st = rs->st;
   static const char *why[] = {"", "", "attempts", "deadline", "budget"};
   int reason = rs->call.reason;
   PyObject *exc = PyObject_CallFunction(
       st->RetryExhausted, "s", reason >= 2 && reason <= 4 ? why[reason] : "attempts");
   if (exc == NULL)
-    return -1;
+    return;
   PyObject *n = PyLong_FromUnsignedLong(rs->call.attempt);
   if (n == NULL || PyObject_SetAttr(exc, st->str_last_result, result) < 0 ||
       PyObject_SetAttr(exc, st->str_attempts, n) < 0) {
     Py_XDECREF(n);
     Py_DECREF(exc);
-    return -1;
+    return;
   }
   Py_DECREF(n);
   PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
   Py_DECREF(exc);
-  return -1;
 }
 
 /* The call is over, however it ended: give back a ticket still out and
@@ -2580,6 +2648,8 @@ run_close_slow(run_t *rs)
                              now);
     rs->call_start_ns = NO_CLOCK;
   }
+  Py_CLEAR(rs->last_exc);
+  Py_CLEAR(rs->last_result);
   if (saved != NULL)
     restore_exc(saved);
 }
@@ -2587,7 +2657,8 @@ run_close_slow(run_t *rs)
 static inline void
 run_close(run_t *rs)
 {
-  if (rs->holding || rs->token != NULL || rs->call_start_ns >= 0)
+  if (rs->holding || rs->token != NULL || rs->call_start_ns >= 0 || rs->last_exc != NULL ||
+      rs->last_result != NULL)
     run_close_slow(rs);
 }
 
@@ -2802,6 +2873,8 @@ call_traverse(CallObject *self, visitproc visit, void *arg)
   Py_VISIT(self->retry);
   Py_VISIT(self->breaker);
   Py_VISIT(self->rs.token);
+  Py_VISIT(self->rs.last_exc);
+  Py_VISIT(self->rs.last_result);
   return 0;
 }
 
@@ -2809,6 +2882,8 @@ static int
 call_clear(CallObject *self)
 {
   Py_CLEAR(self->rs.token);
+  Py_CLEAR(self->rs.last_exc);
+  Py_CLEAR(self->rs.last_result);
   Py_CLEAR(self->retry);
   Py_CLEAR(self->breaker);
   self->rs.r = NULL;
@@ -3100,6 +3175,8 @@ await_traverse(AwaitObject *self, visitproc visit, void *arg)
   Py_VISIT(self->kwnames);
   Py_VISIT(self->it);
   Py_VISIT(self->rs.token);
+  Py_VISIT(self->rs.last_exc);
+  Py_VISIT(self->rs.last_result);
   return 0;
 }
 
@@ -3108,6 +3185,8 @@ await_clear(AwaitObject *self)
 {
   Py_CLEAR(self->it);
   Py_CLEAR(self->rs.token);
+  Py_CLEAR(self->rs.last_exc);
+  Py_CLEAR(self->rs.last_result);
   Py_CLEAR(self->args);
   Py_CLEAR(self->kwnames);
   Py_CLEAR(self->func);

@@ -124,6 +124,8 @@ int buttress_retry_begin(buttress_retry *r, buttress_retry_call *call,
 int buttress_retry_next(buttress_retry *r, buttress_retry_call *call,
                                      buttress_budget *budget,
                                      int64_t override_delay_ns, int64_t now_ns);
+int buttress_retry_resume(buttress_retry *r, buttress_retry_call *call,
+                                       int64_t now_ns);
 int buttress_retry_end(buttress_retry *r, buttress_retry_call *call,
                                     int outcome);
 int buttress_retry_remaining(const buttress_retry_call *call,

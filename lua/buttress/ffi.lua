@@ -724,6 +724,15 @@ function Retry:next(call, budget, override, nowv)
     return rc, tonumber(c.delay_ns)
 end
 
+-- After the sleep: 0, or DEADLINE when it overran the deadline.
+function Retry:resume(call, nowv)
+    local rc = C.buttress_retry_resume(self.p, call.c, nowv or NO_CLOCK)
+    if rc < 0 then
+        fail("resume", rc)
+    end
+    return rc
+end
+
 function Retry:finish(call, outcome)
     local rc = C.buttress_retry_end(self.p, call.c, outcome)
     if rc < 0 then

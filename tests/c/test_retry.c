@@ -495,6 +495,47 @@ test_get_config_round_trip(void **state)
   free(r);
 }
 
+/* A sleep that wakes up late, past the deadline: resume() gives up instead
+ * of starting an attempt with no time left, and takes back the attempt
+ * next() counted.  On time, or without a deadline, it says go. */
+static void
+test_resume_after_a_late_wake_up(void **state)
+{
+  (void)state;
+  buttress_retry_config cfg = retry_cfg(5, MS(1000));
+  buttress_retry *r = retry_new(&cfg, 1);
+  buttress_retry_call call;
+  assert_rc(buttress_retry_begin(r, &call, NULL, BUTTRESS_NONE, T0), 0);
+  assert_rc(buttress_retry_resume(r, &call, BUTTRESS_NO_CLOCK), 0); /* first attempt */
+  assert_rc(buttress_retry_next(r, &call, NULL, BUTTRESS_NONE, T0 + MS(100)), 0);
+  assert_i64_eq(call.delay_ns, MS(100));
+  assert_rc(buttress_retry_resume(r, &call, BUTTRESS_NO_CLOCK), BUTTRESS_NEED_CLOCK);
+  assert_rc(buttress_retry_resume(r, &call, T0 + MS(200)), 0); /* woke on time */
+  assert_int_equal(call.attempt, 2);
+  assert_rc(buttress_retry_next(r, &call, NULL, BUTTRESS_NONE, T0 + MS(300)), 0);
+  assert_i64_eq(call.delay_ns, MS(200)); /* would end at 500 ms, before 1 s */
+  /* ... but the sleep overran to the deadline itself */
+  assert_rc(buttress_retry_resume(r, &call, T0 + MS(1000)), BUTTRESS_DEADLINE);
+  assert_int_equal(call.reason, BUTTRESS_DEADLINE);
+  assert_int_equal(call.attempt, 2);
+  buttress_retry_metrics m = retry_metrics(r);
+  assert_int_equal(m.attempts, 2);
+  assert_int_equal(m.retries, 2);
+  assert_int_equal(m.giveups_deadline, 1);
+  /* the call is over: a second resume is a caller error, counted nowhere */
+  assert_rc(buttress_retry_resume(r, &call, T0 + MS(1000)), BUTTRESS_EINVAL);
+  assert_int_equal(retry_metrics(r).giveups_deadline, 1);
+
+  /* no deadline: never a give-up, never the clock */
+  buttress_retry_config free_cfg = retry_cfg(5, BUTTRESS_NONE);
+  buttress_retry *r2 = retry_new(&free_cfg, 1);
+  assert_rc(buttress_retry_begin(r2, &call, NULL, BUTTRESS_NONE, BUTTRESS_NO_CLOCK), 0);
+  assert_rc(buttress_retry_next(r2, &call, NULL, BUTTRESS_NONE, BUTTRESS_NO_CLOCK), 0);
+  assert_rc(buttress_retry_resume(r2, &call, BUTTRESS_NO_CLOCK), 0);
+  assert_rc(buttress_retry_resume(NULL, &call, T0), BUTTRESS_EINVAL);
+  assert_rc(buttress_retry_resume(r2, NULL, T0), BUTTRESS_EINVAL);
+}
+
 int
 main(void)
 {
@@ -516,6 +557,7 @@ main(void)
       cmocka_unit_test(test_huge_times_saturate),
       cmocka_unit_test(test_caller_errors),
       cmocka_unit_test(test_get_config_round_trip),
+      cmocka_unit_test(test_resume_after_a_late_wake_up),
   };
   return cmocka_run_group_tests_name("retry", tests, NULL, NULL);
 }

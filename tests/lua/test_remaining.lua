@@ -178,6 +178,31 @@ T.test("remaining: the last sleep never ends past the deadline", function()
     T.eq(err.cause, "busy")
 end)
 
+T.test("remaining: a sleep that overruns the deadline ends the call, no attempt after it", function()
+    local c = fake()
+    local late = function(s) c.sleep(s); c.advance(2) end -- wakes up 2 s late
+    local r = retry(c, { attempts = 5, deadline = 1, base = 0.1, jitter = "none", sleep = late })
+    local n = 0
+    local v, err = r:call(function()
+        n = n + 1
+        return nil, "down " .. n
+    end)
+    T.eq(v, nil)
+    T.eq(n, 1)
+    T.eq(err.kind, "deadline")
+    T.eq(err.cause, "down 1")
+    local m = r:metrics()
+    T.eq(m.attempts, 1)
+    T.eq(m.retries, 1)
+    T.eq(m.giveups_deadline, 1)
+    T.eq(b.remaining(), nil) -- the frame is gone
+    -- on time, the same policy retries until the deadline cuts it
+    local r2 = retry(c, { attempts = 5, deadline = 1, base = 0.1, jitter = "none" })
+    n = 0
+    r2:call(function() n = n + 1; return nil, "down" end)
+    T.eq(n, 4, "0.1 + 0.2 + 0.4 s of sleep; 0.8 more would pass 1 s")
+end)
+
 T.test("remaining: the frame is popped however the call ends", function()
     local c = fake()
     local outer = retry(c, { attempts = 1, deadline = 10 })

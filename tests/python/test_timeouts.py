@@ -976,3 +976,97 @@ def test_sync_slow_call_counts_by_duration_under_a_deadline():
         assert f(0.5) == 4.5
         assert f(3.0) == 2.0
     assert br.metrics()["slow"] == 1
+
+
+# ------------------------------------------------- a sleep that overruns
+
+class LateWakeUp:
+    """A sleep that wakes up `late` seconds after it should, on the fake
+    clock: what a busy machine does to a real one."""
+
+    def __init__(self, clock, late):
+        self.clock, self.late = clock, late
+
+    def __call__(self, delay):
+        self.clock.advance(delay + self.late)
+
+
+def test_a_sleep_that_overruns_the_deadline_gives_up_with_the_last_error():
+    clock = buttress.FakeClock(100.0)
+    calls = []
+
+    def flaky():
+        calls.append(clock())
+        raise OSError(f"down #{len(calls)}")
+
+    with buttress.testing(clock=clock):
+        f = buttress.retry(attempts=5, deadline=1.0, sleep=LateWakeUp(clock, 2.0),
+                           backoff=buttress.Backoff(base=0.1, jitter="none"))(flaky)
+        with pytest.raises(OSError, match="down #1"):
+            f()
+    assert calls == [100.0]  # no attempt after the late wake-up
+    m = f.metrics()
+    assert (m["attempts"], m["retries"], m["giveups_deadline"]) == (1, 1, 1)
+
+
+def test_an_overrun_of_a_result_retry_raises_retry_exhausted_for_the_deadline():
+    clock = buttress.FakeClock(0.0)
+    with buttress.testing(clock=clock):
+        f = buttress.retry(attempts=5, deadline=1.0, result=lambda v: v is None,
+                           sleep=LateWakeUp(clock, 5.0),
+                           backoff=buttress.Backoff(base=0.1, jitter="none"))(lambda: None)
+        with pytest.raises(buttress.RetryExhausted) as info:
+            f()
+    assert info.value.attempts == 1 and info.value.last_result is None
+    assert "deadline" in str(info.value)
+
+
+def test_an_overrun_in_the_block_form_and_on_time_sleeps():
+    clock = buttress.FakeClock(0.0)
+    seen = []
+    with buttress.testing(clock=clock):
+        with pytest.raises(KeyError):
+            for attempt in buttress.retrying(attempts=5, deadline=1.0,
+                                             sleep=LateWakeUp(clock, 1.0),
+                                             backoff=buttress.Backoff(base=0.1, jitter="none"),
+                                             on=KeyError):
+                with attempt:
+                    seen.append(attempt.number)
+                    raise KeyError("x")
+        assert seen == [1]
+        # woken on time, the retries go on until the deadline cuts them
+        seen.clear()
+        with pytest.raises(KeyError):
+            for attempt in buttress.retrying(attempts=5, deadline=1.0,
+                                             sleep=LateWakeUp(clock, 0.0),
+                                             backoff=buttress.Backoff(base=0.1, jitter="none"),
+                                             on=KeyError):
+                with attempt:
+                    seen.append(attempt.number)
+                    raise KeyError("x")
+        assert seen == [1, 2, 3, 4]  # 0.1 + 0.2 + 0.4 = 0.7 s; 0.8 more would pass 1 s
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_an_overrun_in_async_calls(timeout):
+    clock = buttress.FakeClock(0.0)
+    calls = []
+
+    async def late_sleep(delay):
+        clock.advance(delay + 3.0)
+
+    async def flaky():
+        calls.append(1)
+        raise OSError("down")
+
+    async def main():
+        f = buttress.retry(attempts=5, deadline=1.0, sleep=late_sleep, timeout=timeout,
+                           backoff=buttress.Backoff(base=0.1, jitter="none"))(flaky)
+        with pytest.raises(OSError):
+            await f()
+        return f.metrics()
+
+    with buttress.testing(clock=clock):
+        m = asyncio.run(main())
+    assert calls == [1]
+    assert (m["attempts"], m["giveups_deadline"]) == (1, 1)
