@@ -143,6 +143,7 @@ check: deps
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory ubsan
 	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory asan-python
 	@$(MAKE) --no-print-directory valgrind-lua
 	@$(MAKE) --no-print-directory fuzz-replay
 	@$(MAKE) --no-print-directory fuzz-build

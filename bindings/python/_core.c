@@ -1569,6 +1569,10 @@ breaker_call(BreakerObject *self, PyObject *const *args, Py_ssize_t nargs,
     PyErr_SetString(PyExc_TypeError, "call() needs the function to call");
     return NULL;
   }
+  if (!PyCallable_Check(args[0])) { /* misuse: not an attempt that failed */
+    PyErr_Format(PyExc_TypeError, "call() needs a callable as fn, got %R", args[0]);
+    return NULL;
+  }
   return breaker_run(self, args[0], args + 1, (size_t)(nargs - 1), kwnames);
 }
 
@@ -2763,6 +2767,10 @@ retry_call(RetryObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     return NULL;
   if (nargs < 1) {
     PyErr_SetString(PyExc_TypeError, "call() needs the function to call");
+    return NULL;
+  }
+  if (!PyCallable_Check(args[0])) { /* misuse: not an attempt that failed */
+    PyErr_Format(PyExc_TypeError, "call() needs a callable as fn, got %R", args[0]);
     return NULL;
   }
   return retry_run(self, args[0], args + 1, (size_t)(nargs - 1), kwnames);

@@ -123,15 +123,31 @@ def _seconds(name: str, v: object, *, positive: bool = False) -> int:
     """Seconds (int or float) to integer nanoseconds."""
     if not _is_number(v):
         raise TypeError(f"{name} must be a number of seconds, got {v!r}")
-    f = float(v)  # type: ignore[arg-type]
+    too_large = f"{name} is too large (at most {_MAX_NS / 1e9:.0f} s), got {v!r}"
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond any float
+        raise ValueError(too_large) from None
     if not math.isfinite(f) or f < 0 or (positive and f == 0):
         need = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be finite and {need}, got {v!r}")
+    if f * 1e9 > _MAX_NS:  # before round(): 1e300 s would overflow it
+        raise ValueError(too_large)
     ns = round(f * 1e9)
     if ns > _MAX_NS:
-        raise ValueError(f"{name} is too large (at most {_MAX_NS / 1e9:.0f} s), got {v!r}")
+        raise ValueError(too_large)
     if positive and ns == 0:
         raise ValueError(f"{name} must be at least 1 ns, got {v!r}")
+    return ns
+
+
+_MIN_WINDOW_NS = 10_000_000  # BUTTRESS_MIN_WINDOW_NS: ten buckets of >= 1 ms
+
+
+def _window_ns(v: object) -> int:
+    ns = _seconds("window", v, positive=True)
+    if ns < _MIN_WINDOW_NS:
+        raise ValueError(f"window must be at least 0.01 s (ten buckets of 1 ms), got {v!r}")
     return ns
 
 
@@ -151,7 +167,10 @@ def _real(name: str, v: object, lo: float, hi: float = math.inf, *,
           lo_open: bool = False) -> float:
     if not _is_number(v):
         raise TypeError(f"{name} must be a number, got {v!r}")
-    f = float(v)  # type: ignore[arg-type]
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond any float: not finite either
+        f = math.inf
     if not math.isfinite(f) or f < lo or f > hi or (lo_open and f == lo):
         lo_s = f"> {lo}" if lo_open else f">= {lo}"
         hi_s = "" if hi == math.inf else f" and <= {hi}"
@@ -370,7 +389,7 @@ class RetryBudget(_core.Budget):
                  shared: Optional[Region] = None) -> None:
         r = _real("ratio", ratio, 0.0)
         m = _real("min_per_second", min_per_second, 0.0)
-        w = _seconds("window", window, positive=True)
+        w = _window_ns(window)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
         region = _shared("retry budget", shared)
@@ -647,7 +666,7 @@ class CircuitBreaker(_core.Breaker):
             cfg["window_size"] = _int("window", window, 1, 65536)
             cfg["window_type"] = 0
         else:
-            cfg["window_ns"] = _seconds("window", window, positive=True)
+            cfg["window_ns"] = _window_ns(window)
             cfg["window_type"] = 1
         if reset_backoff is not None:
             if not isinstance(reset_backoff, Backoff):
