@@ -2247,6 +2247,7 @@ typedef struct {
   int holding;     /* a breaker ticket is out */
   int fallback_ok; /* the error at hand is one the breaker's fallback replaces */
   int ended;
+  int no_value;    /* the block form: attempts return nothing to judge */
   PyObject *token; /* deadline ContextVar token to reset */
   /* The error a retry is sleeping after (an exception, or the result the
    * `result` predicate rejected): re-raised if the sleep overruns the
@@ -2264,6 +2265,7 @@ run_init(run_t *rs, modstate *st, RetryObject *r, BreakerObject *b)
   rs->fallback_ok = 0;
   rs->ended = 0;
   rs->token = NULL;
+  rs->no_value = 0;
   rs->last_exc = rs->last_result = NULL;
   rs->start_ns = NO_CLOCK;
   rs->call_start_ns = NO_CLOCK;
@@ -2568,7 +2570,7 @@ run_succeeded(run_t *rs, PyObject *result)
 {
   RetryObject *r = rs->r;
   int bad = 0;
-  if (r != NULL && r->result != NULL) {
+  if (r != NULL && r->result != NULL && !rs->no_value) {
     PyObject *v = PyObject_CallOneArg(r->result, result);
     bad = v ? PyObject_IsTrue(v) : -1;
     Py_XDECREF(v);
@@ -3110,7 +3112,21 @@ call_get_sleep(CallObject *self, void *c)
   return Py_NewRef(r && r->sleep ? r->sleep : Py_None);
 }
 
+/* done() -> None or a delay: the attempt succeeded and has no value for
+ * the `result` predicate (the block form): never a retry for a result. */
+static PyObject *
+call_done(CallObject *self, PyObject *u)
+{
+  (void)u;
+  if (!call_usable(self))
+    return NULL;
+  self->rs.no_value = 1;
+  return delay_or_close(self, run_succeeded(&self->rs, Py_None));
+}
+
 static PyMethodDef call_methods[] = {
+    {"done", (PyCFunction)call_done, METH_NOARGS,
+     "done() -> None: an attempt with no value succeeded (the block form)."},
     {"admit", (PyCFunction)call_admit, METH_NOARGS,
      "Ask the fused breaker for a ticket; raises CircuitOpenError."},
     {"failed", (PyCFunction)call_failed, METH_O,

@@ -298,6 +298,15 @@ def _region_name(name: object) -> str:
     return name
 
 
+def _check_name(name: object) -> None:
+    """A name labels metrics and log records: a non-empty str, or None."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {name!r}")
+    if name == "":
+        raise ValueError("name must not be empty (it labels metrics and log records); "
+                         "give a name or None, got ''")
+
+
 def _slot_name(kind: str, name: object) -> str:
     """The name a shared breaker or budget is found by in its region."""
     if name is None:
@@ -390,8 +399,7 @@ class RetryBudget(_core.Budget):
         r = _real("ratio", ratio, 0.0)
         m = _real("min_per_second", min_per_second, 0.0)
         w = _window_ns(window)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, got {name!r}")
+        _check_name(name)
         region = _shared("retry budget", shared)
         if region is not None:
             _slot_name("retry budget", name)
@@ -642,8 +650,8 @@ class CircuitBreaker(_core.Breaker):
         if name is None:
             _breaker_serial += 1
             name = f"breaker-{_breaker_serial}"
-        elif not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
+        else:
+            _check_name(name)
         cfg: dict[str, Any] = {
             "failure_threshold": _int("failure_threshold", failure_threshold, 0, 65535),
             "reset_timeout_ns": _seconds("reset_timeout", reset_timeout, positive=True),
@@ -758,8 +766,7 @@ class RetryPolicy(_core.Retry):
         elif not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must be a Backoff or None, got {backoff!r}")
         deadline_ns = _opt_seconds("deadline", deadline, positive=True)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, got {name!r}")
+        _check_name(name)
         on_spec, on_pred = _exc_spec("on", on)
         # CircuitOpenError is retried only when `on` names it (or a base of
         # it below Exception) or is a predicate.
@@ -886,7 +893,7 @@ class Attempt:
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
         if ev is None:
-            self._delay = self._run.succeeded(None)
+            self._delay = self._run.done()  # no value: `result=` is not asked
             return False
         self._delay = self._run.failed(ev)
         return self._delay is not None  # swallow only what will be retried
@@ -910,6 +917,10 @@ def retrying(attempts: int = _D["attempts"], backoff: Optional[Backoff] = None,
     RetryPolicy (and its metrics) between loops.
     """
     if policy is None:
+        if kw.get("result") is not None:
+            # `with attempt:` has no value to show the predicate
+            raise TypeError("result= needs a return value: use @buttress.retry(result=...) "
+                            "or policy.call(fn); in retrying(), raise an exception to retry")
         policy = RetryPolicy(attempts, backoff, deadline, **kw)
     elif not isinstance(policy, RetryPolicy):
         raise TypeError(f"policy must be a RetryPolicy, got {policy!r}")

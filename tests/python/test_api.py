@@ -703,3 +703,19 @@ def test_retrying_block_form_sets_the_deadline_for_remaining():
                     raise Boom()
         assert buttress.remaining() is None
     assert seen == [4.0, 3.0] and t.delays == [1.0]
+
+
+def test_retrying_refuses_a_result_predicate_it_could_never_feed():
+    with pytest.raises(TypeError, match="result= needs a return value"):
+        buttress.retrying(result=lambda v: v is None)
+    # a shared policy with a predicate: the block form never asks it
+    asked = []
+    policy = buttress.RetryPolicy(result=lambda v: asked.append(v) or True)
+    runs = 0
+    for attempt in buttress.retrying(policy=policy):
+        with attempt:
+            runs += 1
+    assert (runs, asked) == (1, [])
+    with buttress.testing(), pytest.raises(buttress.RetryExhausted):
+        policy.call(lambda: 1)  # call() has a value: the predicate is asked
+    assert asked == [1, 1, 1]

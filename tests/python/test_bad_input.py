@@ -160,6 +160,10 @@ CASES = [
     # ---- empty names
     (Backoff, {"jitter": ""}, ValueError, "jitter", "''"),
     (CircuitBreaker, {"window_type": ""}, ValueError, "window_type", "''"),
+    (CircuitBreaker, {"name": ""}, ValueError, "name", "''"),
+    (buttress.retry, {"name": ""}, ValueError, "name", "''"),
+    (buttress.RetryPolicy, {"name": ""}, ValueError, "name", "''"),
+    (RetryBudget, {"name": ""}, ValueError, "name", "''"),
     # ---- wrong types
     (Backoff, {"cap": 1j}, TypeError, "cap", "1j"),
     (Backoff, {"multiplier": "2"}, TypeError, "multiplier", "'2'"),
