@@ -175,8 +175,10 @@ BUTTRESS_API int buttress_backoff_get_config(const buttress_backoff *b,
 /* -------------------------------------------------------- retry budget */
 
 /* A token bucket over a sliding time window, in the spirit of Finagle's
- * RetryBudget: within any window, retries may number at most
- * min_per_second * window_seconds + ratio * calls.  A retry spends budget
+ * RetryBudget: a retry is allowed only while the retries of the last
+ * window (the one ending now, counted in its buckets), itself included,
+ * number at most min_per_second * window_seconds + ratio * calls of that
+ * window.  A retry spends budget
  * when it is decided (before its backoff sleep), never when it fires. */
 typedef struct buttress_budget_config {
   double ratio;          /* retries per call; default 0.2; >= 0, finite */
