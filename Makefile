@@ -99,10 +99,10 @@ dev:
 # ---------------------------------------------------------------- bench
 # bench_shared.c is a program of its own; the other files make bench_core.
 BENCH_C_SRC := $(filter-out bench/c/bench_shared.c,$(wildcard bench/c/*.c))
-$(BUILD)/bench/bench_core: $(BENCH_C_SRC) $(LIB_A)
+$(BUILD)/bench/bench_core: $(BENCH_C_SRC) bench/c/bench_util.h $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -O2 -fvisibility=default -o $@ $(BENCH_C_SRC) $(LIB_A) -lpthread -lm
-$(BUILD)/bench/bench_shared: bench/c/bench_shared.c $(LIB_A)
+$(BUILD)/bench/bench_shared: bench/c/bench_shared.c bench/c/bench_util.h $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -O2 -fvisibility=default -o $@ $< $(LIB_A) -lpthread -lm
 bench: $(BUILD)/bench/bench_core $(BUILD)/bench/bench_shared

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "buttress.h"
+#include "bench_util.h"
 #include "mutex_breaker.h"
 
 #define REPS 7
@@ -31,22 +32,6 @@
 
 static int64_t run_ns = 100 * INT64_C(1000000);
 static volatile int64_t sink; /* keeps results alive */
-
-static int64_t
-now_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-sleep_ns(int64_t ns)
-{
-  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
 
 static void
 die(const char *what, int rc)
@@ -66,33 +51,6 @@ place(size_t size)
   }
   memset(mem, 0, rounded);
   return mem;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Median, min and max of REPS samples. */
-typedef struct stat3 {
-  double median, min, max;
-} stat3;
-
-static int verbose; /* -v: every sample on stderr */
-
-static stat3
-summarize(const char *name, double *v)
-{
-  if (verbose) {
-    fprintf(stderr, "%-22s", name);
-    for (int r = 0; r < REPS; r++)
-      fprintf(stderr, " %.4g", v[r]);
-    fprintf(stderr, "\n");
-  }
-  qsort(v, REPS, sizeof *v, cmp_double);
-  return (stat3){v[REPS / 2], v[0], v[REPS - 1]};
 }
 
 /* ------------------------------------------------------------ subjects */
@@ -215,7 +173,7 @@ bench_single(const single *s)
   double v[REPS];
   for (int r = 0; r < REPS; r++)
     v[r] = (double)run_single(s, n) / (double)n;
-  return summarize(s->name, v);
+  return summarize(s->name, v, REPS);
 }
 
 /* ---------------------------------------------------- two-thread loops */
@@ -311,8 +269,8 @@ bench_pair(const char *name, enum subject what, void *obj, uint64_t *total,
   run_pair(what, obj, total, &f[0]); /* warm-up */
   for (int r = 0; r < REPS; r++)
     v[r] = run_pair(what, obj, total, &f[r]);
-  *fairness = summarize("  fairness", f);
-  return summarize(name, v);
+  *fairness = summarize("  fairness", f, REPS);
+  return summarize(name, v, REPS);
 }
 
 static void
@@ -332,12 +290,6 @@ static const char *
 verdict(int met)
 {
   return met ? "met" : "MISSED";
-}
-
-static double
-spread(stat3 s)
-{
-  return s.median > 0 ? 100.0 * (s.max - s.min) / s.median : 0.0;
 }
 
 int

@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "buttress.h"
 
 #define REPS 15
@@ -42,24 +43,7 @@
 #define REGION_SIZE (1 << 20)
 
 static int64_t run_ns = 100 * INT64_C(1000000);
-static int verbose;
 static char region_name[64];
-
-static int64_t
-now_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-sleep_ns(int64_t ns)
-{
-  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
 
 static void
 die(const char *what, int rc)
@@ -68,36 +52,6 @@ die(const char *what, int rc)
   if (region_name[0] != '\0')
     buttress_region_unlink(region_name);
   exit(1);
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-typedef struct stat3 {
-  double median, min, max;
-} stat3;
-
-static stat3
-summarize(const char *name, double *v, int n)
-{
-  if (verbose) {
-    fprintf(stderr, "%-26s", name);
-    for (int r = 0; r < n; r++)
-      fprintf(stderr, " %.4g", v[r]);
-    fprintf(stderr, "\n");
-  }
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return (stat3){v[n / 2], v[0], v[n - 1]};
-}
-
-static double
-spread(stat3 s)
-{
-  return s.median > 0 ? 100.0 * (s.max - s.min) / s.median : 0.0;
 }
 
 /* ------------------------------------------------------------ subjects */

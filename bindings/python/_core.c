@@ -508,46 +508,39 @@ slot_name(PyObject *name, const char *kind)
   return s;
 }
 
-/* Find or create the breaker `name` in the region.  *out points into the
- * mapping; the returned reference (and user count) belong to the caller. */
-static RegionObject *
-region_place_breaker(modstate *st, PyObject *shared, PyObject *name,
-                     const buttress_breaker_config *cfg, buttress_breaker **out)
+/* The core calls that find or create one kind of object in a region. */
+static int
+place_breaker(buttress_region *r, const char *name, const void *cfg, void **out)
 {
-  const char *cname = slot_name(name, "circuit breaker");
-  if (cname == NULL)
-    return NULL;
-  RegionObject *reg = region_acquire(st, shared, "circuit breaker");
-  if (reg == NULL)
-    return NULL;
-  int rc;
-  Py_BEGIN_ALLOW_THREADS
-  rc = buttress_region_breaker(reg->r, cname, cfg, out, NULL);
-  Py_END_ALLOW_THREADS
-  if (rc != BUTTRESS_OK) {
-    raise_attach(reg, rc, "circuit breaker", name);
-    region_release(reg);
-    return NULL;
-  }
-  return reg;
+  return buttress_region_breaker(r, name, cfg, (buttress_breaker **)out, NULL);
 }
 
-static RegionObject *
-region_place_budget(modstate *st, PyObject *shared, PyObject *name,
-                    const buttress_budget_config *cfg, buttress_budget **out)
+static int
+place_budget(buttress_region *r, const char *name, const void *cfg, void **out)
 {
-  const char *cname = slot_name(name, "retry budget");
+  return buttress_region_budget(r, name, cfg, (buttress_budget **)out, NULL);
+}
+
+/* Find or create the object `name` (a `kind`) in the region.  *out points
+ * into the mapping; the returned reference (and user count) belong to the
+ * caller. */
+static RegionObject *
+region_place(modstate *st, PyObject *shared, PyObject *name, const char *kind,
+             int (*place)(buttress_region *, const char *, const void *, void **),
+             const void *cfg, void **out)
+{
+  const char *cname = slot_name(name, kind);
   if (cname == NULL)
     return NULL;
-  RegionObject *reg = region_acquire(st, shared, "retry budget");
+  RegionObject *reg = region_acquire(st, shared, kind);
   if (reg == NULL)
     return NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS
-  rc = buttress_region_budget(reg->r, cname, cfg, out, NULL);
+  rc = place(reg->r, cname, cfg, out);
   Py_END_ALLOW_THREADS
   if (rc != BUTTRESS_OK) {
-    raise_attach(reg, rc, "retry budget", name);
+    raise_attach(reg, rc, kind, name);
     region_release(reg);
     return NULL;
   }
@@ -1056,8 +1049,9 @@ budget_configure(BudgetObject *self, PyObject *args)
   }
   if (shared != Py_None) {
     /* In a region: found by name, or made there by the first process. */
-    buttress_budget *sb = NULL;
-    RegionObject *reg = region_place_budget(self->st, shared, name, &cfg, &sb);
+    void *sb = NULL;
+    RegionObject *reg =
+        region_place(self->st, shared, name, "retry budget", place_budget, &cfg, &sb);
     if (reg == NULL)
       return NULL;
     budget_drop(self);
@@ -1319,9 +1313,11 @@ breaker_configure(BreakerObject *self, PyObject *args)
   RegionObject *region = NULL;
   if (shared != Py_None) {
     /* In a region: found by name, or made there by the first process. */
-    region = region_place_breaker(self->st, shared, name, &c, &br);
+    void *placed = NULL;
+    region = region_place(self->st, shared, name, "circuit breaker", place_breaker, &c, &placed);
     if (region == NULL)
       return NULL;
+    br = placed;
   } else {
     size_t size = buttress_breaker_sizeof(&c);
     br = alloc_block(size);

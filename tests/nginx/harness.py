@@ -12,8 +12,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -196,3 +198,36 @@ http {{
 
     def __exit__(self, *exc):
         self.cleanup()
+
+
+def log_errors(ng):
+    """The [error], [crit] and [alert] lines of the server's error log."""
+    return [line for line in ng.log().splitlines()
+            if "[error]" in line or "[crit]" in line or "[alert]" in line]
+
+
+def check_log_clean(ng):
+    """One more check: the error log holds no error.  -> (passed, failed)"""
+    bad = log_errors(ng)
+    if bad:
+        print("FAIL nginx error log has errors:\n  " + "\n  ".join(bad[:20]))
+        return 0, 1
+    print("ok   nginx error log is clean")
+    return 1, 0
+
+
+def run_suite(ng, checks):
+    """Runs each (name, fn(ng)) check, printing ok/FAIL lines, then checks
+    the error log.  -> (passed, failed)"""
+    passed = failed = 0
+    for name, fn in checks:
+        try:
+            fn(ng)
+            passed += 1
+            print("ok   " + name)
+        except Exception:
+            failed += 1
+            print("FAIL " + name)
+            traceback.print_exc(file=sys.stdout)
+    p, f = check_log_clean(ng)
+    return passed + p, failed + f

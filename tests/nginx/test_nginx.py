@@ -11,10 +11,9 @@ import os
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, Nginx  # noqa: E402
+from harness import REPO, Nginx, run_suite  # noqa: E402
 
 SERVER = r"""
 location = /upstream { content_by_lua_block { require("app").upstream() } }
@@ -264,28 +263,6 @@ def t_example(ng):
     assert st == 503 and "exhausted" in body, (st, body)
     st, body, _, _ = ng.get("/metrics")
     assert 'buttress_breaker_state{breaker="payments",state="open"} 1' in body, body[:400]
-
-
-def run_suite(ng, checks):
-    passed = failed = 0
-    for name, fn in checks:
-        try:
-            fn(ng)
-            passed += 1
-            print("ok   " + name)
-        except Exception:
-            failed += 1
-            print("FAIL " + name)
-            traceback.print_exc(file=sys.stdout)
-    log = ng.log()
-    bad = [l for l in log.splitlines() if "[error]" in l or "[crit]" in l or "[alert]" in l]
-    if bad:
-        failed += 1
-        print("FAIL nginx error log has errors:\n  " + "\n  ".join(bad[:20]))
-    else:
-        passed += 1
-        print("ok   nginx error log is clean")
-    return passed, failed
 
 
 def main():

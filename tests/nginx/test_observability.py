@@ -24,10 +24,9 @@ import os
 import re
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, Nginx  # noqa: E402
+from harness import REPO, Nginx, run_suite  # noqa: E402
 
 # The server's own error_log at notice (same file as the harness's: paths
 # are relative to the prefix, the harness's temp dir), so that the give-up
@@ -251,28 +250,6 @@ def t_same_as_python(ng):
     assert lua == expected, ("lua differs", sorted(lua ^ expected))
 
 
-def run_suite(ng):
-    passed = failed = 0
-    for name, fn in checks:
-        try:
-            fn(ng)
-            passed += 1
-            print("ok   " + name)
-        except Exception:
-            failed += 1
-            print("FAIL " + name)
-            traceback.print_exc(file=sys.stdout)
-    log = ng.log()
-    bad = [ln for ln in log.splitlines() if "[error]" in ln or "[crit]" in ln or "[alert]" in ln]
-    if bad:
-        failed += 1
-        print("FAIL nginx error log has errors:\n  " + "\n  ".join(bad[:20]))
-    else:
-        passed += 1
-        print("ok   nginx error log is clean")
-    return passed, failed
-
-
 def main():
     print("== nginx: metrics and logs")
     try:
@@ -288,7 +265,7 @@ def main():
         print("0 passed, %d failed" % (len(checks) + 1))
         return 1
     try:
-        passed, failed = run_suite(ng)
+        passed, failed = run_suite(ng, checks)
     finally:
         ng.cleanup()
     print("%d passed, %d failed" % (passed, failed))

@@ -21,7 +21,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Nginx  # noqa: E402
+from harness import Nginx, check_log_clean  # noqa: E402
 
 SERVER = r"""
 add_header X-Worker $pid always;
@@ -187,14 +187,9 @@ def run(label, region_name, survives):
             failed += 1
             print("FAIL two more reloads")
             traceback.print_exc(file=sys.stdout)
-        bad = [line for line in ng.log().splitlines()
-               if "[error]" in line or "[crit]" in line or "[alert]" in line]
-        if bad:
-            failed += 1
-            print("FAIL nginx error log has errors:\n  " + "\n  ".join(bad[:20]))
-        else:
-            passed += 1
-            print("ok   nginx error log is clean")
+        p, f = check_log_clean(ng)
+        passed += p
+        failed += f
     finally:
         ng.cleanup()
         if region_name:

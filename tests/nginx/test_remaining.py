@@ -13,10 +13,9 @@ the machine may be busy.
 import os
 import sys
 import threading
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, Nginx  # noqa: E402
+from harness import REPO, Nginx, run_suite  # noqa: E402
 
 SERVER = r"""
 location = /slow { content_by_lua_block { require("app_remaining").slow() } }
@@ -148,28 +147,6 @@ def t_cosocket_shared_deadline(ng):
     assert num(f["took"]) < 1.0 + 1.0, f
 
 
-def run_suite(ng):
-    passed = failed = 0
-    for name, fn in checks:
-        try:
-            fn(ng)
-            passed += 1
-            print("ok   " + name)
-        except Exception:
-            failed += 1
-            print("FAIL " + name)
-            traceback.print_exc(file=sys.stdout)
-    log = ng.log()
-    bad = [ln for ln in log.splitlines() if "[error]" in ln or "[crit]" in ln or "[alert]" in ln]
-    if bad:
-        failed += 1
-        print("FAIL nginx error log has errors:\n  " + "\n  ".join(bad[:20]))
-    else:
-        passed += 1
-        print("ok   nginx error log is clean")
-    return passed, failed
-
-
 def main():
     print("== nginx: remaining() and deadlines")
     try:
@@ -179,7 +156,7 @@ def main():
         print("0 passed, %d failed" % (len(checks) + 1))
         return 1
     try:
-        passed, failed = run_suite(ng)
+        passed, failed = run_suite(ng, checks)
     finally:
         ng.cleanup()
     print("%d passed, %d failed" % (passed, failed))
