@@ -323,11 +323,18 @@ buttress_breaker_allow(buttress_breaker *br, int64_t now_ns, buttress_ticket *t)
   clear_ticket(t);
   t->permit = -1;
   t->permit_word = 0;
-  t->flags = 0;
   t->retry_after_ns = BUTTRESS_NONE;
-  for (;;) {
-    /* acquire: pairs with the release of whoever moved the breaker */
-    uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
+  /* acquire: pairs with the release of whoever moved the breaker */
+  uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
+  /* The common case first, each field written once: a predicted branch
+   * where the switch below is an indirect jump. */
+  if (W_STATE(w) == BUTTRESS_STATE_CLOSED) {
+    t->word = w;
+    t->flags = br->timed ? BUTTRESS_TICKET_TIMED : 0;
+    return BUTTRESS_OK;
+  }
+  t->flags = 0;
+  for (;; w = atomic_load_explicit(&br->state, memory_order_acquire)) {
     switch (W_STATE(w)) {
     case BUTTRESS_STATE_CLOSED:
       t->word = w;
@@ -335,6 +342,9 @@ buttress_breaker_allow(buttress_breaker *br, int64_t now_ns, buttress_ticket *t)
       return BUTTRESS_OK;
     case BUTTRESS_STATE_DISABLED:
       t->word = w;
+      /* timed as when closed, so that slow calls and latency stay exact
+       * while the breaker is disabled */
+      t->flags = br->timed ? BUTTRESS_TICKET_TIMED : 0;
       return BUTTRESS_OK;
     case BUTTRESS_STATE_FORCED_OPEN:
       count(&br->rejected);
@@ -450,13 +460,14 @@ record_closed(buttress_breaker *br, uint64_t w, bool failed, bool trip_now, int6
   }
 }
 
-/* Half-open: enough trial successes close; a failed trial reopens. */
-static void
+/* Half-open: enough trial successes close; a failed trial reopens.  False
+ * when the breaker left this generation first: the outcome moved nothing. */
+static bool
 record_half_open(buttress_breaker *br, uint64_t w, bool failed, int64_t now_ns, buttress_ticket *t)
 {
   uint64_t gen = W_GEN(w);
   for (;;) {
-    if (W_STATE(w) != BUTTRESS_STATE_HALF_OPEN || W_GEN(w) != gen) return;
+    if (W_STATE(w) != BUTTRESS_STATE_HALF_OPEN || W_GEN(w) != gen) return false;
     uint64_t next;
     int to;
     if (failed) {
@@ -475,7 +486,7 @@ record_half_open(buttress_breaker *br, uint64_t w, bool failed, int64_t now_ns, 
         on_opened(br, gen + 1, BUTTRESS_STATE_HALF_OPEN, now_ns, t);
       else if (to == BUTTRESS_STATE_CLOSED)
         on_closed(br, BUTTRESS_STATE_HALF_OPEN, now_ns, t);
-      return;
+      return true;
     }
   }
 }
@@ -497,9 +508,53 @@ meter(buttress_breaker *br, int64_t now_ns)
   if (buttress__rate_due(&br->rate, now_ns)) buttress__rate_stamp(&br->rate, now_ns, calls_total(br));
 }
 
+/* The common outcome, apart so that it compiles to a short function with
+ * a small frame: a success without a duration, admitted while closed, on a
+ * breaker whose rules need no time (count window, no rate or slow-call
+ * rule), so no permit, no clock, no histogram and no rule to evaluate.  It
+ * does what record_outcome() does for that case, in the same order. */
+static int
+record_closed_success(buttress_breaker *br, buttress_ticket *t, int64_t now_ns)
+{
+  clear_ticket(t);
+  if (now_ns >= 0) meter(br, now_ns);
+  uint64_t w = atomic_load_explicit(&br->state, memory_order_acquire);
+  if (W_GEN(w) != W_GEN(t->word)) {
+    count(&br->stale);
+    return BUTTRESS_STALE;
+  }
+  buttress__cring_add(&br->count_window, slots(br), 0u);
+  /* only a streak to end writes the state word */
+  if (W_FIELD(w) != 0) record_closed(br, w, false, false, now_ns, t);
+  return BUTTRESS_OK;
+}
+
+/* Kept out of line: inlined, its frame (six saved registers, locals)
+ * would be set up before the common case is even tested. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+static NOINLINE int record_outcome(buttress_breaker *br, buttress_ticket *t, int outcome,
+                                   int64_t duration_ns, int64_t now_ns);
+
 int
 buttress_breaker_record(buttress_breaker *br, buttress_ticket *t, int outcome,
                         int64_t duration_ns, int64_t now_ns)
+{
+  if (t != NULL && outcome == BUTTRESS_SUCCESS && duration_ns == BUTTRESS_NO_CLOCK &&
+      W_STATE(t->word) == BUTTRESS_STATE_CLOSED && t->permit < 0 &&
+      !(t->flags & BUTTRESS_TICKET_TIMED) && valid(br) && !br->timed)
+    return record_closed_success(br, t, now_ns);
+  return record_outcome(br, t, outcome, duration_ns, now_ns);
+}
+
+/* Every outcome; buttress_breaker_record() sends it all but the common one. */
+static NOINLINE int
+record_outcome(buttress_breaker *br, buttress_ticket *t, int outcome, int64_t duration_ns,
+               int64_t now_ns)
 {
   if (!valid(br) || t == NULL || outcome < BUTTRESS_SUCCESS || outcome > BUTTRESS_CANCELLED ||
       duration_ns < BUTTRESS_NO_CLOCK)
@@ -529,19 +584,29 @@ buttress_breaker_record(buttress_breaker *br, buttress_ticket *t, int outcome,
     count(&br->cancelled);
     return BUTTRESS_OK;
   }
-  if (slow) count(&br->slow);
   bool failed = outcome == BUTTRESS_FAILURE;
+  /* A trial counts only if it moves its generation: of two trials racing
+   * to close (or reopen) the breaker, the loser is stale, as if it had come
+   * a moment later.  So the move comes first for trials, the counts after.
+   * With a slow-rate rule, a slow trial is a failed trial. */
+  if (admitted == BUTTRESS_STATE_HALF_OPEN &&
+      !record_half_open(br, w, failed || (slow && br->cfg.slow_rate > 0.0), now_ns, t)) {
+    count(&br->stale);
+    return BUTTRESS_STALE;
+  }
+  if (slow) count(&br->slow);
+  if (t->to == BUTTRESS_STATE_CLOSED) {
+    /* This trial closed the breaker, which cleared the window: it counts
+     * among the lifetime outcomes (a position), not in the new window. */
+    atomic_fetch_add_explicit(&br->count_window.pos, 1, memory_order_release);
+    return BUTTRESS_OK;
+  }
   bool trip_now = window_add(br, failed, slow, admitted == BUTTRESS_STATE_CLOSED, now_ns);
   /* release, after the window position: readers load failures first, so
    * positions - failures (the successes) never goes negative */
   if (failed) atomic_fetch_add_explicit(&br->failures, 1, memory_order_release);
 
-  if (admitted == BUTTRESS_STATE_CLOSED) {
-    record_closed(br, w, failed, trip_now, now_ns, t);
-  } else if (admitted == BUTTRESS_STATE_HALF_OPEN) {
-    /* With a slow-rate rule, a slow trial is a failed trial. */
-    record_half_open(br, w, failed || (slow && br->cfg.slow_rate > 0.0), now_ns, t);
-  }
+  if (admitted == BUTTRESS_STATE_CLOSED) record_closed(br, w, failed, trip_now, now_ns, t);
   return BUTTRESS_OK;
 }
 

@@ -134,15 +134,9 @@ buttress__cring_read(const buttress__cring *r, uint64_t *calls, uint64_t *failur
 }
 
 void
-buttress__cring_add(buttress__cring *r, _Atomic unsigned char *slots, unsigned bits)
+buttress__cring_put(buttress__cring *r, _Atomic unsigned char *slots, uint64_t i, unsigned bits)
 {
-  uint64_t position = atomic_fetch_add_explicit(&r->pos, 1, memory_order_relaxed);
-  if (r->size == 0) return;
-  uint64_t i = position % r->size;
   unsigned char value = (unsigned char)(bits | BUTTRESS__SLOT_USED);
-  /* Same outcome as the one it replaces (a run of successes): the counts do
-   * not change, so skip the write. */
-  if (atomic_load_explicit(&slots[i], memory_order_relaxed) == value) return;
   /* The exchange tells exactly which outcome this one pushed out of the
    * window, so the running counts stay exact. */
   unsigned old = atomic_exchange_explicit(&slots[i], value, memory_order_relaxed);

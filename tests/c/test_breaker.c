@@ -130,6 +130,81 @@ test_consecutive_failures_open(void **state)
   free(br);
 }
 
+/* An untimed success admitted while closed takes a short path through
+ * record (no clock, no duration, no permit): it must behave exactly as the
+ * full one.  Tests elsewhere mostly pass durations, which take the full
+ * path. */
+static void
+test_untimed_closed_success(void **state)
+{
+  (void)state;
+  buttress_breaker_config cfg = cfg_with(5, 1, 1);
+  buttress_breaker *br = breaker_new(&cfg);
+  buttress_ticket t;
+  for (int i = 0; i < 3; i++) {
+    assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+    assert_rc(buttress_breaker_record(br, &t, BUTTRESS_FAILURE, BUTTRESS_NO_CLOCK, T0), 0);
+  }
+  assert_int_equal(breaker_metrics(br, T0).consecutive_failures, 3);
+  /* a success ends the streak */
+  assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+  assert_int_equal(t.flags, 0);
+  assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
+                                    BUTTRESS_NO_CLOCK), 0);
+  assert_no_transition(&t);
+  assert_int_equal(breaker_metrics(br, T0).consecutive_failures, 0);
+  /* the common case: no streak, nothing but counts change */
+  for (int i = 0; i < 10; i++) {
+    assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+    assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
+                                      BUTTRESS_NO_CLOCK), 0);
+  }
+  buttress_breaker_metrics m = breaker_metrics(br, T0);
+  assert_int_equal(m.successes, 11);
+  assert_int_equal(m.failures, 3);
+  assert_int_equal(m.calls, 14);
+  assert_int_equal(m.window_calls, 14);
+  assert_int_equal(m.latency.count, 0);
+
+  /* a ticket from an earlier generation is stale */
+  assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+  assert_rc(buttress_breaker_reset(br, T0, NULL), 0);
+  assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
+                                    BUTTRESS_NO_CLOCK), BUTTRESS_STALE);
+  m = breaker_metrics(br, T0);
+  assert_int_equal(m.stale, 1);
+  assert_int_equal(m.successes, 11);
+
+  /* a ticket flagged as timed still asks for the clock, changing nothing */
+  assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+  t.flags |= BUTTRESS_TICKET_TIMED;
+  struct snapshot s = snapshot_take(br, &cfg);
+  assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
+                                    BUTTRESS_NO_CLOCK), BUTTRESS_NEED_CLOCK);
+  snapshot_assert_same(s, br);
+  /* with a duration it is timed: the latency counts it */
+  t.flags = 0;
+  assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, MS(2), BUTTRESS_NO_CLOCK), 0);
+  assert_int_equal(breaker_metrics(br, T0).latency.count, 1);
+  /* and a clock reading, when given, stamps the calls-per-second meter */
+  assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+  assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK, T0), 0);
+  assert_rc(buttress_breaker_record(NULL, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
+                                    BUTTRESS_NO_CLOCK), BUTTRESS_EINVAL);
+  free(br);
+
+  /* a breaker whose rules need durations never takes the short path */
+  cfg.slow_call_ns = MS(100);
+  br = breaker_new(&cfg);
+  assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+  assert_int_equal(t.flags, BUTTRESS_TICKET_TIMED);
+  t.flags = 0; /* even a ticket that lost its flag */
+  assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
+                                    BUTTRESS_NO_CLOCK), 0);
+  assert_int_equal(breaker_metrics(br, T0).successes, 1);
+  free(br);
+}
+
 static void
 test_threshold_zero_never_opens(void **state)
 {
@@ -526,6 +601,37 @@ test_stale_ticket_ignored(void **state)
 
 /* ------------------------------------------------- manual transitions */
 
+/* A disabled breaker with a slow-call rule times its calls as a closed one
+ * does: slow calls and latency stay exact while it is disabled; it still
+ * never needs the clock to record. */
+static void
+test_disabled_breaker_keeps_timing_calls(void **state)
+{
+  (void)state;
+  buttress_breaker_config cfg = cfg_with(5, 1, 1);
+  cfg.slow_call_ns = MS(10);
+  buttress_breaker *br = breaker_new(&cfg);
+  buttress_ticket t;
+  assert_rc(buttress_breaker_disable(br, T0, NULL), 0);
+  for (int i = 0; i < 4; i++) {
+    assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+    assert_true(t.flags & BUTTRESS_TICKET_TIMED);
+    assert_rc(buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, MS(5 * i), T0 + SEC(1)), 0);
+  }
+  assert_rc(buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t), 0);
+  assert_rc(buttress_breaker_record(br, &t, BUTTRESS_FAILURE, MS(1), BUTTRESS_NO_CLOCK), 0);
+  buttress_breaker_metrics m = breaker_metrics(br, T0 + SEC(1));
+  assert_int_equal(m.slow, 2); /* 10 and 15 ms */
+  assert_int_equal(m.latency.count, 5);
+  assert_int_equal(m.state, BUTTRESS_STATE_DISABLED);
+  /* without a slow-call rule, nothing asks for the time */
+  buttress_breaker_config plain = cfg_with(5, 1, 1);
+  buttress_breaker *br2 = breaker_new(&plain);
+  assert_rc(buttress_breaker_disable(br2, T0, NULL), 0);
+  assert_rc(buttress_breaker_allow(br2, BUTTRESS_NO_CLOCK, &t), 0);
+  assert_int_equal(t.flags, 0);
+}
+
 static void
 test_force_open_disable_reset(void **state)
 {
@@ -872,6 +978,7 @@ main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_starts_closed),
       cmocka_unit_test(test_consecutive_failures_open),
+      cmocka_unit_test(test_untimed_closed_success),
       cmocka_unit_test(test_threshold_zero_never_opens),
       cmocka_unit_test(test_excluded_is_neutral),
       cmocka_unit_test(test_open_rejects_with_retry_after),
@@ -887,6 +994,7 @@ main(void)
       cmocka_unit_test(test_timed_tickets),
       cmocka_unit_test(test_stale_ticket_ignored),
       cmocka_unit_test(test_force_open_disable_reset),
+      cmocka_unit_test(test_disabled_breaker_keeps_timing_calls),
       cmocka_unit_test(test_reset_clears_streak),
       cmocka_unit_test(test_failure_rate_count_window),
       cmocka_unit_test(test_failure_rate_time_window),

@@ -483,11 +483,14 @@ p10_worker(buttress_breaker *br, struct p10_shared *sh, int outcome_failure, int
   while (!atomic_load_explicit(&sh->go, memory_order_acquire))
     ;
   buttress_ticket t;
-  if (buttress_breaker_allow(br, now, &t) != 0)
-    _exit(0);
-  atomic_fetch_add(&sh->admitted, 1);
+  int rc = buttress_breaker_allow(br, now, &t);
+  /* the caller that moved the breaker to half-open is told so even when
+   * another one took the permit first and it was rejected */
   atomic_fetch_add(&sh->told_half_open,
                    t.from == BUTTRESS_STATE_OPEN && t.to == BUTTRESS_STATE_HALF_OPEN);
+  if (rc != 0)
+    _exit(0);
+  atomic_fetch_add(&sh->admitted, 1);
   if (outcome_failure) {
     if (buttress_breaker_record(br, &t, BUTTRESS_FAILURE, MS(1), now) != 0)
       _exit(2);

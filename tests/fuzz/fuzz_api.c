@@ -1606,11 +1606,14 @@ check_retry_metrics(void)
         (unsigned long long)r->g_deadline, (unsigned long long)r->g_budget);
 }
 
-static unsigned char rsnap[1024], gsnap[1024];
+static unsigned char rsnap[1 << 15], gsnap[1 << 12];
 
 static void
 retry_snapshot(void)
 {
+  CHECK(buttress_retry_sizeof() <= sizeof rsnap && buttress_budget_sizeof() <= sizeof gsnap,
+        "snapshot buffers too small: retry %zu, budget %zu bytes", buttress_retry_sizeof(),
+        buttress_budget_sizeof());
   memcpy(rsnap, W.rt, buttress_retry_sizeof());
   memcpy(gsnap, W.bg, buttress_budget_sizeof());
 }
