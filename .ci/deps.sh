@@ -6,10 +6,11 @@ set -eu
 
 # luajit2 (OpenResty's branch), not plain luajit: plain luajit conflicts
 # with libnginx-mod-http-lua.  libclang-rt-dev: libFuzzer and clang's
-# sanitizer runtimes, which clang only recommends.
+# sanitizer runtimes, which clang only recommends.  luarocks: tests/lua
+# builds the rock (test_rockspec.lua); wrk: make bench-lua.
 PACKAGES="gcc libc6-dev make pkg-config clang libclang-rt-dev valgrind
-libcmocka-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
-nginx libnginx-mod-http-lua
+libcmocka-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev luarocks
+nginx libnginx-mod-http-lua wrk
 python3 python3-dev python3-venv"
 
 installed() {

@@ -950,8 +950,25 @@ local function verdict_outcome(v)
           .. tostring(v), 3)
 end
 
-local function finish(self, t, ok, ...)
+-- Latency sampling has primitives of its own (the FFI path's
+-- allow_sampled / record_sampled; on the C module, allow with sample =
+-- true), so that the branch between a sampled call and the others is taken
+-- here in the facade and never inside allow or record: under LuaJIT a side
+-- trace that starts inside one of those and returns into Breaker:call or
+-- finish cannot record their `...` (NYI: VARG below the trace's start), and
+-- the sampled call would fall back to the interpreter.
+local allow_sampled = B.breaker_allow_sampled or function(h, clock)
+    return h:allow(clock, true)
+end
+local record_sampled = B.breaker_record_sampled or function(h, t, outcome, clock)
+    return h:record(t, outcome, NONE, clock)
+end
+
+-- sampled: the call was admitted by allow_sampled.  The branch on it stays
+-- in this function (see above): no helper that a trace could start in.
+local function finish(self, t, sampled, ok, ...)
     local is_failure = self.is_failure
+    local h, clock = self._h, self._clock
     local outcome
     if is_failure == default_is_failure then
         -- the default rule, inlined: this is every call's path
@@ -963,18 +980,26 @@ local function finish(self, t, ok, ...)
         end
     else
         local vok, v = pcall(is_failure, ok, ...)
-        if not vok then
-            -- a broken predicate must not leak the ticket
-            self._h:record(t, CANCELLED, NONE, self._clock)
-            error(v, 0)
-        end
-        if not valid_verdict(v) then
-            -- nor a bad verdict: a half-open permit would stay taken
-            self._h:record(t, CANCELLED, NONE, self._clock)
+        if not vok or not valid_verdict(v) then
+            -- a broken predicate or a bad verdict must not leak the ticket
+            -- (a half-open permit would stay taken)
+            if sampled then
+                record_sampled(h, t, CANCELLED, clock)
+            else
+                h:record(t, CANCELLED, NONE, clock)
+            end
+            if not vok then
+                error(v, 0)
+            end
         end
         outcome = verdict_outcome(v)
     end
-    local _, from, to = self._h:record(t, outcome, NONE, self._clock)
+    local _, from, to
+    if sampled then
+        _, from, to = record_sampled(h, t, outcome, clock)
+    else
+        _, from, to = h:record(t, outcome, NONE, clock)
+    end
     if to >= 0 then
         transition(self, from, to)
     end
@@ -984,19 +1009,9 @@ local function finish(self, t, ok, ...)
     return ...
 end
 
--- fn's results; rejected: nil, err (or the fallback's results).
-function Breaker:call(fn, ...)
-    if not callable(fn) then
-        argerror("call", "fn", "function expected, got " .. typename(fn), 2)
-    end
-    local n, sample = self._countdown - 1, false
-    if n > 0 then
-        self._countdown = n
-    else
-        self._countdown = sample_gap(self)
-        sample = true
-    end
-    local rc, t, from, to = self._h:allow(self._clock, sample)
+-- A sampled call: timed from admission to outcome (two clock reads).
+local function call_sampled(self, fn, ...)
+    local rc, t, from, to = allow_sampled(self._h, self._clock)
     if to >= 0 then
         transition(self, from, to)
     end
@@ -1008,7 +1023,34 @@ function Breaker:call(fn, ...)
         end
         return nil, err
     end
-    return finish(self, t, pcall(fn, ...))
+    return finish(self, t, true, pcall(fn, ...))
+end
+
+-- fn's results; rejected: nil, err (or the fallback's results).
+function Breaker:call(fn, ...)
+    if not callable(fn) then
+        argerror("call", "fn", "function expected, got " .. typename(fn), 2)
+    end
+    local n = self._countdown - 1
+    if n <= 0 then
+        self._countdown = sample_gap(self)
+        return call_sampled(self, fn, ...)
+    end
+    self._countdown = n
+    local rc, t, from, to = self._h:allow(self._clock)
+    if to >= 0 then
+        transition(self, from, to)
+    end
+    if rc ~= 0 then
+        -- inline: a helper taking `...` costs Lua 5.4 about 20 ns here
+        local err = open_error(self, t)
+        local fallback = self.fallback
+        if fallback then
+            return fallback(err, ...)
+        end
+        return nil, err
+    end
+    return finish(self, t, false, pcall(fn, ...))
 end
 
 function Breaker:wrap(fn)

@@ -2,11 +2,13 @@
 -- breaker in front of it.
 
 local buttress = require "buttress"
+local simple = require "simple_breaker"
 
 local ngx = ngx
 
 local br = buttress.breaker { name = "bench" }
 local guard = buttress.breaker { name = "bench-proxy" }
+local sb = simple.new(5, 30, buttress.now) -- the pure-Lua baseline
 
 local function answer()
     return "ok"
@@ -20,6 +22,10 @@ end
 
 function _M.call()
     ngx.say((br:call(answer)))
+end
+
+function _M.call_simple()
+    ngx.say((sb:call(answer)))
 end
 
 function _M.access()

@@ -1,14 +1,23 @@
--- LuaRocks: `luarocks make bindings/lua/buttress-scm-1.rockspec` from the
--- repository root builds both paths: buttress.core (the C module, for
--- Lua 5.1-5.4 and LuaJIT) and libbuttress (the shared library that the
--- LuaJIT FFI path finds through package.cpath).  tests/lua checks that the
--- source lists below name every core/*.c.
+-- LuaRocks: from the repository root,
+--
+--   luarocks make bindings/lua/buttress-scm-1.rockspec      [--lua-version 5.1 | 5.4]
+--
+-- builds both paths: buttress.core (the C module, for Lua 5.1-5.4 and
+-- LuaJIT) and libbuttress (the shared library that the LuaJIT FFI path
+-- finds through package.cpath), and installs them with buttress,
+-- buttress.ffi and buttress.cdef.  tests/lua/test_rockspec.lua runs it
+-- into a private tree; tests/lua checks that the source lists below name
+-- every core/*.c.
 rockspec_format = "3.0"
 package = "buttress"
 version = "scm-1"
 
+-- There is no public repository yet: this URL is a placeholder (.invalid
+-- is a reserved name that resolves nowhere) and must be replaced by the
+-- published one when the project is published.  `luarocks make` from a
+-- checkout never reads it; `luarocks install buttress` cannot work before.
 source = {
-   url = "git+https://github.com/buttress/buttress.git",
+   url = "git+https://buttress.invalid/buttress.git",
 }
 
 description = {

@@ -6,7 +6,9 @@
 #                   libbuttress.so for the FFI path
 #   make cdef       regenerate lua/buttress/cdef.lua from core/buttress.h
 #   make test-lua   tests/lua under lua5.4 (C module) and luajit (FFI, then
-#                   the C module built for LuaJIT)
+#                   the C module built for LuaJIT); the lua5.4 pass also
+#                   builds the rockspec with `luarocks make` into a private
+#                   tree and runs a breaker from it (test_rockspec.lua)
 #   make valgrind-lua  tests/lua under lua5.4 and valgrind memcheck (make check
 #                   runs it): no memory error, no definite or indirect leak
 #   make test-nginx a real nginx with the lua module (tests/nginx)

@@ -97,6 +97,7 @@ do
 end
 
 local NO_CLOCK = -1
+local NONE = -1 -- BUTTRESS_STATE_NONE: no transition
 local NEED_CLOCK = C.BUTTRESS_NEED_CLOCK
 local TIMED = C.BUTTRESS_TICKET_TIMED
 local ADMITTED, DONE = 1, 2
@@ -388,6 +389,85 @@ local bmetrics_t = ffi_typeof("buttress_breaker_metrics")
 local Breaker = {}
 local breaker_mt = { __index = Breaker, __metatable = "buttress: metatable is locked" }
 
+-- Tickets.  No allocation per call, and a ticket recorded twice, or on
+-- another breaker, is refused.
+--
+-- A ticket handed out is a number, a handle = base + seq: base = id * SEQ
+-- names the breaker object (ids are given out in turn), seq (1..SEQ-1) is
+-- a module-wide issue counter; handles stay below 2^53 (exact doubles) and
+-- live ones are unique.  A live handle is kept in one of two places, each
+-- beside what record() needs of the core's ticket:
+--
+--  * the breaker's own entry, self.h1 (0 when free) and self.w1: one
+--    common ticket at a time, the usual allow-then-record.  It costs two
+--    fields of the breaker object, no index to compute.  A sampled call
+--    (allow_sampled) keeps its start there too, in self.s1.
+--  * the ring: ring[2k + 1] with k = band(seq, rmask) holds the handle, 0
+--    once recorded, and ring[2k + 2] what record() needs.
+--
+-- A handle recorded twice no longer matches its entry, even after the
+-- entry went to another call, and raises.  What record() needs:
+--
+--  * a common ticket (admitted while closed or disabled, no half-open
+--    permit, not timed): the ticket's state word, as a number
+--    (exact below 2^53, that is for generations below 2^34; a larger word
+--    takes the other branch).  record() writes it back into one reused
+--    scratch buttress_ticket: the core's record reads nothing else of such
+--    a ticket but its permit and flags, which stay -1 and 0 there.
+--  * any other ticket (a half-open permit, timed, or sampled but not in
+--    the breaker's own entry; ring only):
+--    -slot, the index of a pooled buttress_lua_ticket cdata holding it
+--    whole, taken from a free list and given back at record().
+--
+-- A ring entry held by a ticket that was never recorded is skipped (seq
+-- moves on); when PROBES entries in a row are taken the ring doubles, up to
+-- RING_MAX entries.  Past that, or with every pooled slot taken
+-- (MAX_SLOTS), allow() hands out one collected cdata per ticket.
+local SEQ = 2 ^ 32
+local ID_MAX = 2 ^ 21 - 1    -- base + seq < 2^53
+local EXACT = 2 ^ 53
+local RING_MAX = 65536
+local PROBES = 8
+local rsize = 1024           -- entries; the ring array holds two numbers each
+local rmask = rsize - 1
+local ring = {}
+for j = 1, 2 * rsize do
+    ring[j] = 0
+end
+local seq = 0
+local last_id = 0
+
+local MAX_SLOTS = 65535
+local slots = {}             -- slot -> buttress_lua_ticket cdata
+local free = {}              -- stack of free slots
+local nfree, nslots = 0, 0
+
+-- The scratch ticket: filled by the core's allow, and by record() for
+-- common tickets, and read back at once (no Lua code runs in between that
+-- could use it).  Between calls its permit is -1 and its flags 0.
+local sc = plain_ticket_t()
+
+local function next_base()
+    last_id = last_id + 1
+    if last_id > ID_MAX then
+        -- two breakers made 2^21 breakers apart share an id: a ticket of
+        -- one recorded on the other is then not told apart (a double
+        -- record still is)
+        last_id = 1
+    end
+    return last_id * SEQ
+end
+
+local breakers = setmetatable({}, { __mode = "k" }) -- for ticket_pool()
+
+local function new_breaker(p, mem)
+    local self = setmetatable({ p = p, mem = mem, base = next_base(),
+                                h1 = 0, w1 = 0, s1 = 0 },
+                              breaker_mt)
+    breakers[self] = true
+    return self
+end
+
 function _M.breaker_new(t)
     local c = breaker_from(t)
     local size = C.buttress_breaker_sizeof(c)
@@ -399,134 +479,179 @@ function _M.breaker_new(t)
     if rc ~= 0 then
         fail("breaker", rc)
     end
-    return setmetatable({ p = ffi_cast(breaker_ptr_t, mem), mem = mem }, breaker_mt)
+    return new_breaker(ffi_cast(breaker_ptr_t, mem), mem)
 end
 
--- Tickets are pooled: no allocation per call.  A ticket handed out is a
--- number, a handle = gen * SLOTS + slot: slot indexes a buttress_lua_ticket
--- cdata allocated once and reused (free list, module-wide), and gen is the
--- slot's issue count, so a handle recorded twice (even after its slot went
--- to another call) no longer matches live[slot] and raises instead of
--- touching that other call.  A handle dropped without record() keeps its
--- slot; past MAX_SLOTS live handles allow() falls back to one cdata per
--- ticket (the pre-pool behaviour, collected by the GC).
-local SLOTS = 65536          -- handle = gen * SLOTS + slot, slot in 1..MAX_SLOTS
-local MAX_SLOTS = SLOTS - 1
-local GEN_WRAP = 2 ^ 34      -- handles stay below 2^50: exact, and band() reads the slot
-local slots = {}             -- slot -> buttress_lua_ticket cdata
-local live = {}              -- slot -> the handle issued on it, 0 when free
-local free = {}              -- stack of free slots
-local nfree, nslots = 0, 0
-local gen = 0                -- module-wide issue counter
-
-local function new_slot()
-    if nslots >= MAX_SLOTS then
-        return nil
+-- Doubles the ring; a live handle moves to its entry in the larger ring
+-- (the same, or the one rsize entries further).
+local function grow()
+    local old = rsize
+    rsize = old * 2
+    rmask = rsize - 1
+    for j = 2 * old + 1, 2 * rsize do
+        ring[j] = 0
     end
-    nslots = nslots + 1
-    slots[nslots] = ticket_t()
-    live[nslots] = 0
-    return nslots
+    for k = 0, old - 1 do
+        local j = 2 * k + 1
+        local h = ring[j]
+        if h ~= 0 then
+            local nj = 2 * band(h % SEQ, rmask) + 1 -- h % SEQ: the seq
+            if nj ~= j then
+                ring[nj], ring[nj + 1] = h, ring[j + 1]
+                ring[j], ring[j + 1] = 0, 0
+            end
+        end
+    end
 end
 
-local function release(slot)
-    live[slot] = 0
-    nfree = nfree + 1
-    free[nfree] = slot
+-- A free entry for a new handle of this breaker: the handle and the index
+-- of its entry, or nil when the ring is full.
+local function claim(self)
+    for _ = 1, 2 do
+        local s = seq
+        for _ = 1, PROBES do
+            s = s + 1
+            if s >= SEQ then
+                s = 1
+            end
+            local j = 2 * band(s, rmask) + 1
+            if ring[j] == 0 then
+                seq = s
+                return self.base + s, j
+            end
+        end
+        if rsize >= RING_MAX then
+            return nil
+        end
+        grow()
+    end
+    return nil
+end
+
+-- Everything allow() does but the common case.
+local function allow_other(self, p, rc, clock, sample)
+    local nowv = NO_CLOCK
+    if rc == NEED_CLOCK then
+        nowv = clock and clock() or now()
+        rc = C.buttress_breaker_allow(p, nowv, sc) -- sc anew: clock() may have used it
+    end
+    if rc ~= 0 then
+        if rc < 0 then
+            fail("allow", rc)
+        end
+        return rc, tonumber(sc.retry_after_ns), sc.from, sc.to
+    end
+    local from, to = sc.from, sc.to
+    local timed = sample or band(sc.flags, TIMED) ~= 0
+    local wd = tonumber(sc.word)
+    local h, j = claim(self)
+    if h and sc.flags == 0 and sc.permit < 0 and not timed and wd < EXACT then
+        -- a common ticket whose entry was taken, or after a clock read
+        ring[j], ring[j + 1] = h, wd
+        return 0, h, from, to
+    end
+    local tk, slot
+    if h then
+        local n = nfree
+        if n > 0 then
+            slot = free[n]
+            nfree = n - 1
+        elseif nslots < MAX_SLOTS then
+            nslots = nslots + 1
+            slot = nslots
+            slots[slot] = ticket_t()
+        end
+    end
+    if slot then
+        tk = slots[slot]
+    else
+        tk = ticket_t() -- the ring or the pool is full: a collected ticket
+    end
+    tk.t = sc
+    sc.permit, sc.flags = -1, 0 -- the scratch ticket's invariant
+    tk.owner = p
+    tk.state = ADMITTED
+    tk.start_ns = NO_CLOCK
+    if timed then
+        if nowv < 0 then
+            nowv = clock and clock() or now()
+        end
+        tk.start_ns = nowv
+    end
+    if not slot then
+        return 0, tk, from, to
+    end
+    ring[j], ring[j + 1] = h, -slot
+    return 0, h, from, to
 end
 
 -- The hot path: no clock read unless the core asks for it (NEED_CLOCK),
--- no allocation while the pool has a free slot.  sample: time this call
--- although the core does not need it (latency sampling, see the facade).
+-- no allocation.  sample: time this call although the core does not need
+-- it (latency sampling, see the facade).
 function Breaker:allow(clock, sample)
     local p = self.p
-    local slot, tk
-    local n = nfree
-    if n > 0 then
-        slot = free[n]
-        nfree = n - 1
-        tk = slots[slot]
-    else
-        slot = new_slot()
-        if slot then
-            tk = slots[slot]
-        else
-            tk = ticket_t() -- pool exhausted: a collected ticket
+    local rc = C.buttress_breaker_allow(p, NO_CLOCK, sc)
+    if rc == 0 and not sample and sc.flags == 0 and sc.permit < 0 then
+        local wd = tonumber(sc.word)
+        local s = seq + 1
+        if self.h1 == 0 and s < SEQ and wd < EXACT then
+            seq = s
+            local h = self.base + s
+            self.h1, self.w1 = h, wd
+            -- admitted while closed or disabled: allow made no transition
+            return 0, h, NONE, NONE
         end
     end
-    local t = tk.t
-    local nowv = NO_CLOCK
-    local rc = C.buttress_breaker_allow(p, NO_CLOCK, t)
-    if rc == NEED_CLOCK then
-        nowv = clock and clock() or now()
-        rc = C.buttress_breaker_allow(p, nowv, t)
-    end
-    if rc == 0 then
-        tk.owner = p
-        tk.state = ADMITTED
-        tk.start_ns = NO_CLOCK
-        if sample or band(t.flags, TIMED) ~= 0 then
-            if nowv < 0 then
-                nowv = clock and clock() or now()
-            end
-            tk.start_ns = nowv
-        end
-        if not slot then
-            return 0, tk, t.from, t.to
-        end
-        local g = gen + 1
-        if g >= GEN_WRAP then
-            g = 1
-        end
-        gen = g
-        local h = g * SLOTS + slot
-        live[slot] = h
-        return 0, h, t.from, t.to
-    end
-    if slot then
-        nfree = nfree + 1
-        free[nfree] = slot
-    end
-    if rc < 0 then
-        fail("allow", rc)
-    end
-    return rc, tonumber(t.retry_after_ns), t.from, t.to
+    return allow_other(self, p, rc, clock, sample)
 end
+
+-- A sampled call (the facade's latency sampling): like allow(), but timed
+-- from admission; in the breaker's own entry its start goes in s1.
+function Breaker:allow_sampled(clock)
+    local p = self.p
+    local rc = C.buttress_breaker_allow(p, NO_CLOCK, sc)
+    if rc == 0 and sc.flags == 0 and sc.permit < 0 then
+        local wd = tonumber(sc.word)
+        local s = seq + 1
+        if self.h1 == 0 and s < SEQ and wd < EXACT then
+            seq = s
+            local h = self.base + s
+            self.h1, self.w1 = h, wd
+            self.s1 = clock and clock() or now()
+            return 0, h, NONE, NONE
+        end
+    end
+    return allow_other(self, p, rc, clock, true)
+end
+_M.breaker_allow_sampled = Breaker.allow_sampled
 
 local function badticket(what)
     error("bad argument 'ticket' to 'record' (" .. what .. ")", 4)
 end
 
-function Breaker:record(h, outcome, dur, clock)
-    local p = self.p
-    local tk, slot
-    if type(h) == "number" then
-        slot = band(h, MAX_SLOTS)
-        local lh = live[slot]
-        if lh == nil or h < SLOTS then
-            badticket("ticket expected, got number")
-        end
-        if lh ~= h then
-            badticket("ticket already recorded")
-        end
-        tk = slots[slot]
-    elseif type(h) == "cdata" and ffi.istype(ticket_t, h) then
-        tk = h
-        if tk.state ~= ADMITTED then
-            badticket("ticket already recorded")
-        end
-    else
-        badticket("ticket expected, got " .. type(h))
+-- A common ticket: its word back into the scratch cdata, recorded, its
+-- entry freed.  The clock is read only when the core asks (a failure, say);
+-- the word is written again after that read, since clock() may use sc.
+local function record_common(p, j, wd, outcome, dur, clock)
+    sc.word = wd
+    local rc = C.buttress_breaker_record(p, sc, outcome, dur, NO_CLOCK)
+    if rc == NEED_CLOCK then
+        local nowv = clock and clock() or now()
+        sc.word = wd
+        rc = C.buttress_breaker_record(p, sc, outcome, dur, nowv)
     end
-    if tk.owner ~= p then
-        badticket("ticket of another breaker")
+    if rc < 0 then
+        fail("record", rc)
     end
+    ring[j] = 0
+    return rc, sc.from, sc.to
+end
+
+-- A pooled or collected ticket.  start: when the call was admitted (timed
+-- tickets and sampled calls), else NO_CLOCK.
+local function record_ticket(p, tk, outcome, dur, clock)
     local t = tk.t
     local nowv = NO_CLOCK
-    if dur == nil then
-        dur = NO_CLOCK
-    end
-    -- a start was taken for timed tickets and sampled calls only
     if dur < 0 and tk.start_ns >= 0 then
         nowv = clock and clock() or now()
         dur = nowv - tk.start_ns
@@ -543,16 +668,104 @@ function Breaker:record(h, outcome, dur, clock)
         fail("record", rc)
     end
     tk.state = DONE
-    local from, to = t.from, t.to
-    if slot then
-        release(slot)
-    end
-    return rc, from, to
+    return rc, t.from, t.to
 end
 
--- For tests and bench: pooled slots, free ones, live handles.
+-- Everything record() does but the common case.
+local function record_other(self, p, h, outcome, dur, clock)
+    if type(h) == "number" then
+        local s = h - self.base
+        local j = 2 * band(s, rmask) + 1
+        if ring[j] ~= h or not (s >= 1 and s < SEQ) then
+            if h ~= h or h < SEQ or h >= EXACT or h % 1 ~= 0 then
+                badticket("ticket expected, got number")
+            elseif s >= 1 and s < SEQ then
+                badticket("ticket already recorded")
+            end
+            badticket("ticket of another breaker")
+        end
+        local v = ring[j + 1]
+        if v >= 0 then
+            return record_common(p, j, v, outcome, dur, clock)
+        end
+        local slot = -v
+        local rc, from, to = record_ticket(p, slots[slot], outcome, dur, clock)
+        ring[j] = 0
+        nfree = nfree + 1
+        free[nfree] = slot
+        return rc, from, to
+    end
+    if type(h) ~= "cdata" or not ffi.istype(ticket_t, h) then
+        badticket("ticket expected, got " .. type(h))
+    end
+    if h.state ~= ADMITTED then
+        badticket("ticket already recorded")
+    end
+    if h.owner ~= p then
+        badticket("ticket of another breaker")
+    end
+    return record_ticket(p, h, outcome, dur, clock)
+end
+
+function Breaker:record(h, outcome, dur, clock)
+    local p = self.p
+    if dur == nil then
+        dur = NO_CLOCK
+    end
+    if h == self.h1 and h ~= 0 then -- h1 == 0: the entry is free
+        local wd = self.w1
+        sc.word = wd
+        local rc = C.buttress_breaker_record(p, sc, outcome, dur, NO_CLOCK)
+        if rc == NEED_CLOCK then
+            local nowv = clock and clock() or now()
+            sc.word = wd -- clock() may have used sc
+            rc = C.buttress_breaker_record(p, sc, outcome, dur, nowv)
+        end
+        if rc < 0 then
+            fail("record", rc)
+        end
+        self.h1 = 0
+        return rc, sc.from, sc.to
+    end
+    return record_other(self, p, h, outcome, dur, clock)
+end
+
+-- The outcome of a call admitted by allow_sampled(): timed to now.
+function Breaker:record_sampled(h, outcome, clock)
+    local p = self.p
+    if h == self.h1 and h ~= 0 then
+        local nowv = clock and clock() or now()
+        local dur = nowv - self.s1
+        if dur < 0 then
+            dur = 0
+        end
+        sc.word = self.w1 -- after the clock read, which may use sc
+        local rc = C.buttress_breaker_record(p, sc, outcome, dur, nowv)
+        if rc < 0 then
+            fail("record", rc)
+        end
+        self.h1 = 0
+        return rc, sc.from, sc.to
+    end
+    return record_other(self, p, h, outcome, NO_CLOCK, clock)
+end
+_M.breaker_record_sampled = Breaker.record_sampled
+
+-- For tests and bench: pooled slots, free ones, live tickets (in the ring
+-- and in the breakers' own entries).
 function _M.ticket_pool()
-    return nslots, nfree, nslots - nfree
+    local busy = 0
+    for j = 1, 2 * rsize, 2 do
+        if ring[j] ~= 0 then
+            busy = busy + 1
+        end
+    end
+    for br in pairs(breakers) do
+        if br.h1 ~= 0 then
+            busy = busy + 1
+        end
+    end
+    return nslots, nfree, busy
 end
 
 function Breaker:state()
@@ -842,7 +1055,7 @@ function Region:breaker(name, t)
     if rc ~= 0 then
         return nil, rc
     end
-    return setmetatable({ p = out[0], mem = self }, breaker_mt), created[0] ~= 0
+    return new_breaker(out[0], self), created[0] ~= 0
 end
 
 function Region:budget(name, t)
