@@ -168,6 +168,16 @@ local function typename(v)
     return t
 end
 
+-- A name labels metrics and log lines: a non-empty string, or nil.
+local function check_name(kind, name)
+    if name ~= nil and type(name) ~= "string" then
+        argerror(kind, "name", "string expected, got " .. typename(name))
+    end
+    if name == "" then
+        argerror(kind, "name", "must not be empty (it labels metrics and logs); give a name or nil")
+    end
+end
+
 local function callable(v)
     if type(v) == "function" then
         return true
@@ -517,9 +527,7 @@ local function new_budget(opts)
     local cfg = build("budget", opts, budget_setters, B.budget_defaults(),
                       B.budget_check, budget_skip)
     local shared, name = opts.shared, opts.name
-    if name ~= nil and type(name) ~= "string" then
-        argerror("budget", "name", "string expected, got " .. typename(name))
-    end
+    check_name("budget", name)
     local h
     if shared ~= nil then
         if getmetatable(shared) ~= Region then
@@ -832,9 +840,7 @@ local function new_breaker(opts)
         argerror("breaker", "options", "table expected, got " .. typename(opts))
     end
     local name = opts.name
-    if name ~= nil and type(name) ~= "string" then
-        argerror("breaker", "name", "string expected, got " .. typename(name))
-    end
+    check_name("breaker", name)
     local shared = opts.shared
     if shared ~= nil then
         if getmetatable(shared) ~= Region then
@@ -1208,9 +1214,7 @@ local function new_retry(opts)
     local cfg = build("retry", opts, retry_setters, B.retry_defaults(),
                       B.retry_check, retry_skip)
     local name = opts.name
-    if name ~= nil and type(name) ~= "string" then
-        argerror("retry", "name", "string expected, got " .. typename(name))
-    end
+    check_name("retry", name)
     local budget = opts.budget
     if budget ~= nil and getmetatable(budget) ~= Budget then
         argerror("retry", "budget", "buttress.budget expected, got " .. typename(budget))

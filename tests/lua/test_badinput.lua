@@ -272,6 +272,9 @@ local cases = {
     { "shared budget: name too long",
       function() b.budget { name = string.rep("n", 64), shared = region } end, "'name'" },
     { "retry: jitter empty", function() b.retry { jitter = "" } end, "'jitter'" },
+    { "breaker: name empty", function() b.breaker { name = "" } end, "'name'" },
+    { "retry: name empty", function() b.retry { name = "" } end, "'name'" },
+    { "budget: name empty", function() b.budget { name = "" } end, "'name'" },
     { "breaker: window_type empty", function() b.breaker { window_type = "" } end,
       "'window_type'" },
 
