@@ -1137,13 +1137,13 @@ op_allow(src *s, bool noclock)
     check_unchanged("allow() of a closed or disabled breaker");
     check_ticket_transition(&t, NONE, NONE);
     CHECK(t.permit == -1, "closed/disabled ticket holds permit %d", t.permit);
-    /* Closed tickets are TIMED when durations matter (slow calls, a time
-     * window); a rate rule may also ask for the clock, since any outcome
-     * can then open the breaker.  Disabled tickets never are. */
-    if (from == BUTTRESS_STATE_CLOSED && m->timed)
-      CHECK(t.flags == BUTTRESS_TICKET_TIMED, "closed ticket flags %d, want TIMED", t.flags);
-    else if (from == BUTTRESS_STATE_CLOSED && m->rate_rules)
-      CHECK(t.flags == 0 || t.flags == BUTTRESS_TICKET_TIMED, "closed ticket flags %d", t.flags);
+    /* Closed and disabled tickets are TIMED when durations matter (slow
+     * calls, a time window); a rate rule may also ask for the clock, since
+     * any outcome can then open the breaker. */
+    if (m->timed)
+      CHECK(t.flags == BUTTRESS_TICKET_TIMED, "ticket flags %d, want TIMED", t.flags);
+    else if (m->rate_rules)
+      CHECK(t.flags == 0 || t.flags == BUTTRESS_TICKET_TIMED, "ticket flags %d", t.flags);
     else
       CHECK(t.flags == 0, "ticket flags %d, want 0", t.flags);
     break;
