@@ -231,3 +231,22 @@ def run_suite(ng, checks):
             traceback.print_exc(file=sys.stdout)
     p, f = check_log_clean(ng)
     return passed + p, failed + f
+
+
+def run_main(title, start, checks):
+    """The main() of a test file with one server: start() returns a started
+    Nginx.  Prints the checks and a last "N passed, N failed" line; the exit
+    status."""
+    print("== nginx: " + title)
+    try:
+        ng = start()
+    except Exception as e:  # no nginx, or it did not start: every check fails
+        print("FAIL starting nginx: %s" % e)
+        print("0 passed, %d failed" % (len(checks) + 1))
+        return 1
+    try:
+        passed, failed = run_suite(ng, checks)
+    finally:
+        ng.cleanup()
+    print("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1

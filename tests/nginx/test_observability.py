@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, Nginx, run_suite  # noqa: E402
+from harness import REPO, Nginx, run_main  # noqa: E402
 
 # The server's own error_log at notice (same file as the harness's: paths
 # are relative to the prefix, the harness's temp dir), so that the give-up
@@ -251,25 +251,14 @@ def t_same_as_python(ng):
 
 
 def main():
-    print("== nginx: metrics and logs")
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
+        print("== nginx: metrics and logs")
         print("FAIL prometheus_client is not installed (pip install prometheus_client)")
         print("0 passed, %d failed" % (len(checks) + 1))
         return 1
-    try:
-        ng = Nginx(SERVER, http_extra=HTTP).start()
-    except Exception as e:  # no nginx, or it did not start: every check fails
-        print("FAIL starting nginx: %s" % e)
-        print("0 passed, %d failed" % (len(checks) + 1))
-        return 1
-    try:
-        passed, failed = run_suite(ng, checks)
-    finally:
-        ng.cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return run_main("metrics and logs", lambda: Nginx(SERVER, http_extra=HTTP).start(), checks)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, Nginx, run_suite  # noqa: E402
+from harness import REPO, Nginx, run_main  # noqa: E402
 
 SERVER = r"""
 location = /slow { content_by_lua_block { require("app_remaining").slow() } }
@@ -148,20 +148,8 @@ def t_cosocket_shared_deadline(ng):
 
 
 def main():
-    print("== nginx: remaining() and deadlines")
-    try:
-        ng = Nginx(SERVER, http_extra=HTTP, lua_path=LUA_PATH).start()
-    except Exception as e:  # no nginx, or it did not start: every check fails
-        print("FAIL starting nginx: %s" % e)
-        print("0 passed, %d failed" % (len(checks) + 1))
-        return 1
-    try:
-        passed, failed = run_suite(ng, checks)
-    finally:
-        ng.cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
-
+    return run_main("remaining() and deadlines",
+                    lambda: Nginx(SERVER, http_extra=HTTP, lua_path=LUA_PATH).start(), checks)
 
 if __name__ == "__main__":
     sys.exit(main())
