@@ -30,7 +30,6 @@
 #define REPS 7
 #define HIST_VALUES 4096
 
-static int64_t run_ns = 100 * INT64_C(1000000);
 static volatile int64_t sink; /* keeps results alive */
 
 static void
@@ -178,8 +177,6 @@ bench_single(const single *s)
 
 /* ---------------------------------------------------- two-thread loops */
 
-static int ncpu_pinnable;
-static int pin_cpu[2];
 
 typedef struct worker {
   pthread_t thread;
@@ -195,10 +192,10 @@ static void *
 worker_main(void *arg)
 {
   worker *w = arg;
-  if (ncpu_pinnable >= 2) {
+  if (ncpu >= 2) {
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET(pin_cpu[w->index], &set);
+    CPU_SET(cpu[w->index], &set);
     pthread_setaffinity_np(pthread_self(), sizeof set, &set); /* best effort */
   }
   pthread_barrier_wait(w->start);
@@ -273,39 +270,11 @@ bench_pair(const char *name, enum subject what, void *obj, uint64_t *total,
   return summarize(name, v, REPS);
 }
 
-static void
-find_cpus(void)
-{
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) != 0)
-    return;
-  for (int c = 0; c < CPU_SETSIZE && ncpu_pinnable < 2; c++)
-    if (CPU_ISSET(c, &set))
-      pin_cpu[ncpu_pinnable++] = c;
-}
-
-/* ---------------------------------------------------------------- main */
-
-static const char *
-verdict(int met)
-{
-  return met ? "met" : "MISSED";
-}
-
 int
 main(int argc, char **argv)
 {
-  for (int i = 1; i < argc; i++) {
-    long ms = strtol(argv[i], NULL, 10);
-    if (strcmp(argv[i], "-v") == 0) {
-      verbose = 1;
-    } else if (ms >= 1 && ms <= 10000) {
-      run_ns = ms * INT64_C(1000000);
-    } else {
-      fprintf(stderr, "usage: %s [-v] [run_ms (1..10000, default 100)]\n", argv[0]);
-      return 2;
-    }
-  }
+  if (parse_args(argc, argv) != 0)
+    return 2;
   find_cpus();
   double load = -1; /* other work on the machine skews every figure */
   getloadavg(&load, 1);
@@ -364,7 +333,7 @@ main(int argc, char **argv)
   printf("buttress %s; %ld CPUs online%s; load average %.2f at the start; "
          "compiler %s; median of %d runs of %" PRId64 " ms after a warm-up.\n\n",
          BUTTRESS_VERSION, sysconf(_SC_NPROCESSORS_ONLN),
-         ncpu_pinnable >= 2 ? ", the two threads pinned to two of them" : "",
+         ncpu >= 2 ? ", the two threads pinned to two of them" : "",
          load, __VERSION__, REPS, run_ns / 1000000);
   printf("| operation | buttress | mutex baseline | ratio | target |\n");
   printf("|---|---:|---:|---:|---|\n");

@@ -42,7 +42,6 @@
 #define REPS1 21 /* single-thread repetitions, each a third of run_ms */
 #define REGION_SIZE (1 << 20)
 
-static int64_t run_ns = 100 * INT64_C(1000000);
 static char region_name[64];
 
 static void
@@ -129,8 +128,6 @@ time_pairs(buttress_breaker *br, uint64_t n)
  * Each returns total pairs per second; *total accumulates the pairs, for
  * the counter check. */
 
-static int ncpu;
-static int cpu[2];
 
 static void
 pin(int index)
@@ -251,39 +248,11 @@ run_processes(control *c, buttress_breaker *br, uint64_t *total)
   return (double)(c->ops[0] + c->ops[1]) * 1e9 / (double)elapsed;
 }
 
-static void
-find_cpus(void)
-{
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) != 0)
-    return;
-  for (int c = 0; c < CPU_SETSIZE && ncpu < 2; c++)
-    if (CPU_ISSET(c, &set))
-      cpu[ncpu++] = c;
-}
-
-/* ---------------------------------------------------------------- main */
-
-static const char *
-verdict(int met)
-{
-  return met ? "met" : "MISSED";
-}
-
 int
 main(int argc, char **argv)
 {
-  for (int i = 1; i < argc; i++) {
-    long ms = strtol(argv[i], NULL, 10);
-    if (strcmp(argv[i], "-v") == 0) {
-      verbose = 1;
-    } else if (ms >= 1 && ms <= 10000) {
-      run_ns = ms * INT64_C(1000000);
-    } else {
-      fprintf(stderr, "usage: %s [-v] [run_ms (1..10000, default 100)]\n", argv[0]);
-      return 2;
-    }
-  }
+  if (parse_args(argc, argv) != 0)
+    return 2;
   find_cpus();
   double load = -1;
   getloadavg(&load, 1);

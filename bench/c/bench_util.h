@@ -4,12 +4,53 @@
 #define BENCH_UTIL_H
 
 #include <errno.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
-static int verbose; /* -v: every sample on stderr */
+static int verbose;                                /* -v: every sample on stderr */
+static int64_t run_ns = 100 * INT64_C(1000000);   /* one run's length */
+static int ncpu;                                   /* CPUs to pin to: 0 to 2 */
+static int cpu[2];
+
+/* [-v] [run_ms]: 0, or 2 after printing the usage. */
+static int
+parse_args(int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++) {
+    long ms = strtol(argv[i], NULL, 10);
+    if (strcmp(argv[i], "-v") == 0) {
+      verbose = 1;
+    } else if (ms >= 1 && ms <= 10000) {
+      run_ns = ms * INT64_C(1000000);
+    } else {
+      fprintf(stderr, "usage: %s [-v] [run_ms (1..10000, default 100)]\n", argv[0]);
+      return 2;
+    }
+  }
+  return 0;
+}
+
+/* The first two CPUs this process may run on, for pinning. */
+static void
+find_cpus(void)
+{
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0)
+    return;
+  for (int c = 0; c < CPU_SETSIZE && ncpu < 2; c++)
+    if (CPU_ISSET(c, &set))
+      cpu[ncpu++] = c;
+}
+
+static const char *
+verdict(int met)
+{
+  return met ? "met" : "MISSED";
+}
 
 static int64_t
 now_ns(void)
