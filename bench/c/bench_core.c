@@ -75,22 +75,6 @@ new_mutex_breaker(void)
   return mb;
 }
 
-/* n allow+record pairs on the success path, no clock.  Returns the number
- * of pairs that did not return 0 from both calls (must be none). */
-static uint64_t
-buttress_pairs(buttress_breaker *br, uint64_t n)
-{
-  uint64_t bad = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    buttress_ticket t;
-    int rc = buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t);
-    rc |= buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
-                                  BUTTRESS_NO_CLOCK);
-    bad += rc != 0;
-  }
-  return bad;
-}
-
 static uint64_t
 mutex_pairs(mutex_breaker *mb, uint64_t n)
 {

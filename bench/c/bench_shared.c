@@ -84,22 +84,6 @@ region_breaker(buttress_region *reg, const char *name)
   return br;
 }
 
-/* n allow+record pairs on the success path, no clock; the number of pairs
- * that did not return 0 (must be none). */
-static uint64_t
-pairs(buttress_breaker *br, uint64_t n)
-{
-  uint64_t bad = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    buttress_ticket t;
-    int rc = buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t);
-    rc |= buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
-                                  BUTTRESS_NO_CLOCK);
-    bad += rc != 0;
-  }
-  return bad;
-}
-
 static uint64_t
 successes(buttress_breaker *br)
 {
@@ -115,7 +99,7 @@ static double
 time_pairs(buttress_breaker *br, uint64_t n)
 {
   int64_t t0 = now_ns();
-  uint64_t bad = pairs(br, n);
+  uint64_t bad = buttress_pairs(br, n);
   int64_t t = now_ns() - t0;
   if (bad != 0) {
     fprintf(stderr, "bench_shared: %" PRIu64 " pairs failed\n", bad);
@@ -158,7 +142,7 @@ hammer(control *c, buttress_breaker *br, int index)
   uint64_t ops = 0, bad = 0;
   /* The stop flag is read once per 256 pairs; the overshoot is counted. */
   while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
-    bad += pairs(br, 256);
+    bad += buttress_pairs(br, 256);
     ops += 256;
   }
   c->ops[index] = ops;

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "buttress.h"
+
 static int verbose;                                /* -v: every sample on stderr */
 static int64_t run_ns = 100 * INT64_C(1000000);   /* one run's length */
 static int ncpu;                                   /* CPUs to pin to: 0 to 2 */
@@ -99,6 +101,23 @@ static double
 spread(stat3 s)
 {
   return s.median > 0 ? 100.0 * (s.max - s.min) / s.median : 0.0;
+}
+
+/* n allow+record pairs on the success path, no clock: the measured loop of
+ * both benchmarks.  Returns the number of pairs that did not return 0 from
+ * both calls (must be none). */
+static uint64_t
+buttress_pairs(buttress_breaker *br, uint64_t n)
+{
+  uint64_t bad = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    buttress_ticket t;
+    int rc = buttress_breaker_allow(br, BUTTRESS_NO_CLOCK, &t);
+    rc |= buttress_breaker_record(br, &t, BUTTRESS_SUCCESS, BUTTRESS_NO_CLOCK,
+                                  BUTTRESS_NO_CLOCK);
+    bad += rc != 0;
+  }
+  return bad;
 }
 
 #endif
